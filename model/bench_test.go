@@ -1,0 +1,88 @@
+package model
+
+import (
+	"bufio"
+	"context"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// procStatusKB reads a field such as VmRSS or VmHWM from /proc/self/status.
+func procStatusKB(field string) float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func benchForward(b *testing.B, v Variant, batch int) {
+	m, err := NewRandom(v, 38, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := NewClassifier(m, Options{MaxBatch: batch})
+	x := randInput(rand.New(rand.NewPCG(1, 1)), batch*m.InputLen())
+	probs := make([]float32, batch*38)
+	ctx := context.Background()
+	c.Probabilities(ctx, x, batch, probs) // warm: build the runner
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if err := c.Probabilities(ctx, x, batch, probs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	el := time.Since(start)
+	imgs := float64(b.N * batch)
+	b.ReportMetric(float64(el.Milliseconds())/imgs, "ms/image")
+	b.ReportMetric(imgs/el.Seconds(), "images/s")
+	b.ReportMetric(procStatusKB("VmHWM")/1024, "peakRSS_MB")
+}
+
+func BenchmarkForward(b *testing.B) {
+	for _, v := range Variants() {
+		for _, n := range []int{1, 8} {
+			b.Run(string(v)+"/batch"+strconv.Itoa(n), func(b *testing.B) { benchForward(b, v, n) })
+		}
+	}
+}
+
+// BenchmarkSteadyStateRSS classifies 1,000 images one at a time and reports
+// the resident set after 100 and after 1,000: flat means no per-inference
+// garbage accumulates.
+func BenchmarkSteadyStateRSS(b *testing.B) {
+	m, err := NewRandom(TorchVision, 38, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := NewClassifier(m, Options{MaxBatch: 1})
+	x := randInput(rand.New(rand.NewPCG(1, 1)), m.InputLen())
+	probs := make([]float32, 38)
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		var at100 float64
+		for j := 1; j <= 1000; j++ {
+			c.Probabilities(ctx, x, 1, probs)
+			if j == 100 {
+				at100 = procStatusKB("VmRSS")
+			}
+		}
+		at1000 := procStatusKB("VmRSS")
+		b.ReportMetric(at100/1024, "RSS@100_MB")
+		b.ReportMetric(at1000/1024, "RSS@1000_MB")
+		b.ReportMetric((at1000-at100)/1024, "growth_MB")
+	}
+}

@@ -1,0 +1,28 @@
+//go:build !cgo || purego
+
+package model
+
+import (
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// blasName says which GEMM backs the engine, for logs and benchmarks.
+const blasName = "gonum (pure Go)"
+
+var gonumBLAS gonum.Implementation
+
+// sgemm computes C = alpha*op(A)*op(B) + beta*C on row-major matrices.
+func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	ta, tb := blas.NoTrans, blas.NoTrans
+	if transA {
+		ta = blas.Trans
+	}
+	if transB {
+		tb = blas.Trans
+	}
+	gonumBLAS.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}

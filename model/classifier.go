@@ -1,0 +1,146 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+)
+
+// Scored is one class with its probability.
+type Scored struct {
+	Index int     `json:"index"`
+	Label string  `json:"label"`
+	Prob  float32 `json:"prob"`
+}
+
+// Prediction is the result for one image.
+type Prediction struct {
+	Top   []Scored  // best first
+	Probs []float32 // all classes, in label order
+}
+
+// Best is the most probable class.
+func (p Prediction) Best() Scored { return p.Top[0] }
+
+// Options tune a Classifier.
+type Options struct {
+	// MaxBatch is the most images one runner processes at once; larger
+	// requests are split. Default 8.
+	MaxBatch int
+	// Workers is how many inferences may run at the same time, each with
+	// its own activation buffers (the weights are shared). Default 1:
+	// OpenBLAS already uses every core for one inference.
+	Workers int
+}
+
+// Classifier runs inference on a Model from any number of goroutines. The
+// model's weights are shared; each concurrent inference borrows a runner
+// with its own reusable activation buffers.
+type Classifier struct {
+	m        *Model
+	maxBatch int
+	idle     chan *runner
+	slots    chan struct{} // a token per runner not yet built
+}
+
+// NewClassifier prepares inference on m.
+func NewClassifier(m *Model, opt Options) *Classifier {
+	if opt.MaxBatch <= 0 {
+		opt.MaxBatch = 8
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = 1
+	}
+	opt.Workers = min(opt.Workers, runtime.GOMAXPROCS(0)*4)
+	c := &Classifier{m: m, maxBatch: opt.MaxBatch,
+		idle:  make(chan *runner, opt.Workers),
+		slots: make(chan struct{}, opt.Workers)}
+	for i := 0; i < opt.Workers; i++ {
+		c.slots <- struct{}{}
+	}
+	return c
+}
+
+// Model returns the model this classifier serves.
+func (c *Classifier) Model() *Model { return c.m }
+
+// Engine names the compute backend, for logs and metrics.
+func (c *Classifier) Engine() string { return "cpu/" + blasName }
+
+func (c *Classifier) acquire(ctx context.Context) (*runner, error) {
+	select {
+	case r := <-c.idle:
+		return r, nil
+	default:
+	}
+	select {
+	case r := <-c.idle:
+		return r, nil
+	case <-c.slots:
+		// Buffers are built lazily so an idle daemon holds only the weights.
+		return newRunner(c.m, c.maxBatch, false, nil), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Probabilities classifies n images laid out as NCHW float32 in x and
+// writes n×Classes probabilities into probs. It allocates nothing once the
+// classifier is warm.
+func (c *Classifier) Probabilities(ctx context.Context, x []float32, n int, probs []float32) error {
+	il, k := c.m.InputLen(), c.m.Classes()
+	if len(x) < n*il {
+		return fmt.Errorf("input holds %d values, %d images of %dx%d need %d", len(x), n, c.m.Spec.InputSize, c.m.Spec.InputSize, n*il)
+	}
+	if len(probs) < n*k {
+		return fmt.Errorf("output holds %d values, %d images × %d classes need %d", len(probs), n, k, n*k)
+	}
+	r, err := c.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { c.idle <- r }()
+	for s := 0; s < n; s += c.maxBatch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b := min(c.maxBatch, n-s)
+		logits := r.forward(x[s*il:(s+b)*il], b)
+		out := probs[s*k : (s+b)*k]
+		copy(out, logits)
+		softmax(b, k, out)
+	}
+	return nil
+}
+
+// Classify returns the top-k predictions of n images.
+func (c *Classifier) Classify(ctx context.Context, x []float32, n, topK int) ([]Prediction, error) {
+	k := c.m.Classes()
+	probs := make([]float32, n*k)
+	if err := c.Probabilities(ctx, x, n, probs); err != nil {
+		return nil, err
+	}
+	out := make([]Prediction, n)
+	for i := range out {
+		p := probs[i*k : (i+1)*k]
+		out[i] = Prediction{Probs: p, Top: TopK(p, c.m.Meta.Labels, topK)}
+	}
+	return out, nil
+}
+
+// TopK returns the k most probable classes, best first; ties keep label order.
+func TopK(probs []float32, labels []string, k int) []Scored {
+	k = max(1, min(k, len(probs)))
+	idx := make([]int, len(probs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return probs[idx[a]] > probs[idx[b]] })
+	out := make([]Scored, k)
+	for i := range out {
+		j := idx[i]
+		out[i] = Scored{Index: j, Label: labels[j], Prob: probs[j]}
+	}
+	return out
+}

@@ -1,0 +1,11 @@
+// Package model owns the Leafwatch network: the AlexNet variants
+// (torchvision and the original BVLC/Caffe one) with any class count, the
+// checkpoint format (safetensors tensors under torchvision names plus
+// metadata), and the CPU inference and training engine.
+//
+// The engine runs a planned sequence of layers over buffers that are
+// allocated once per runner and reused, so steady-state inference creates
+// no garbage. Convolutions are im2col + SGEMM; SGEMM comes from OpenBLAS
+// when cgo is on (the default) and from gonum's pure-Go BLAS when built
+// with CGO_ENABLED=0 or -tags purego.
+package model

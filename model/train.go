@@ -1,0 +1,98 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// TrainSession runs forward and backward passes over a model for training.
+// It owns activation and gradient buffers for one batch size; the optimizer
+// (in the finetune package) reads Grads and updates Model.Params.
+type TrainSession struct {
+	m     *Model
+	r     *runner
+	Grads map[string]*Tensor
+	dlog  []float32
+	probs []float32
+}
+
+// NewTrainSession prepares training batches of up to batch images. rng
+// drives dropout; pass a seeded one for repeatable runs.
+func (m *Model) NewTrainSession(batch int, rng *rand.Rand) *TrainSession {
+	s := &TrainSession{m: m, r: newRunner(m, batch, true, rng), Grads: map[string]*Tensor{},
+		dlog: make([]float32, batch*m.Spec.Classes), probs: make([]float32, batch*m.Spec.Classes)}
+	for name, t := range m.Params {
+		s.Grads[name] = NewTensor(t.Shape...)
+	}
+	return s
+}
+
+// ZeroGrad clears the accumulated gradients.
+func (s *TrainSession) ZeroGrad() {
+	for _, g := range s.Grads {
+		clear(g.Data)
+	}
+}
+
+// SetRand replaces the dropout random source (used when resuming).
+func (s *TrainSession) SetRand(rng *rand.Rand) { s.r.rng = rng }
+
+// Step runs one batch: forward with dropout, mean softmax cross-entropy
+// against labels, and backward, adding gradients to Grads. Layers before
+// firstTrainable get no gradient (they are frozen). It returns the mean
+// loss and how many images were classified correctly.
+func (s *TrainSession) Step(x []float32, labels []int, firstTrainable int) (loss float64, correct int, err error) {
+	n := len(labels)
+	k := s.m.Spec.Classes
+	if n == 0 || n > s.r.cap {
+		return 0, 0, fmt.Errorf("batch of %d images, session holds 1..%d", n, s.r.cap)
+	}
+	if len(x) < n*s.m.InputLen() {
+		return 0, 0, fmt.Errorf("input holds %d values, %d images need %d", len(x), n, n*s.m.InputLen())
+	}
+	logits := s.r.forward(x, n)
+	p := s.probs[:n*k]
+	copy(p, logits)
+	softmax(n, k, p)
+	d := s.dlog[:n*k]
+	inv := 1 / float32(n)
+	for i, y := range labels {
+		if y < 0 || y >= k {
+			return 0, 0, fmt.Errorf("label %d of image %d is outside 0..%d", y, i, k-1)
+		}
+		row := p[i*k : (i+1)*k]
+		loss -= math.Log(math.Max(float64(row[y]), 1e-30))
+		best := 0
+		for j, v := range row {
+			d[i*k+j] = v * inv
+			if v > row[best] {
+				best = j
+			}
+		}
+		d[i*k+y] -= inv
+		if best == y {
+			correct++
+		}
+	}
+	s.r.backward(d, n, s.Grads, firstTrainable)
+	return loss / float64(n), correct, nil
+}
+
+// Loss evaluates the mean cross-entropy without touching gradients (eval
+// mode: no dropout). Used by gradient checks and validation.
+func (s *TrainSession) Loss(x []float32, labels []int) float64 {
+	train := s.r.train
+	s.r.train = false
+	defer func() { s.r.train = train }()
+	n, k := len(labels), s.m.Spec.Classes
+	logits := s.r.forward(x, n)
+	p := s.probs[:n*k]
+	copy(p, logits)
+	softmax(n, k, p)
+	var loss float64
+	for i, y := range labels {
+		loss -= math.Log(math.Max(float64(p[i*k+y]), 1e-30))
+	}
+	return loss / float64(n)
+}
