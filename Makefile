@@ -45,8 +45,10 @@ test: deps fmt-check vet build-purego
 test-short: deps
 	$(GO) test -short -count=1 ./...
 
+# Benchmarks run as OpenBLAS detects the CPU; set OPENBLAS_CORETYPE (e.g.
+# SkylakeX, Haswell) to compare kernels when it falls back to Prescott.
 bench: deps
-	@{ $(GO) test -run XXX -bench Forward -benchtime 20x ./model/ && \
+	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia' -benchtime 10x ./model/ && \
 	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/; } | tee /dev/stderr | scripts/benchsummary.sh
 
 fuzz:

@@ -3,6 +3,7 @@ package model
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -53,6 +54,7 @@ func benchForward(b *testing.B, v Variant, batch int) {
 }
 
 func BenchmarkForward(b *testing.B) {
+	fmt.Println("blas:", BLASInfo())
 	for _, v := range Variants() {
 		for _, n := range []int{1, 8} {
 			b.Run(string(v)+"/batch"+strconv.Itoa(n), func(b *testing.B) { benchForward(b, v, n) })

@@ -26,3 +26,9 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	}
 	gonumBLAS.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
+
+// BLASInfo describes the GEMM in use.
+func BLASInfo() string { return blasName }
+
+// BLASCoreIsGeneric is false: the pure-Go BLAS has no CPU-specific kernels.
+func BLASCoreIsGeneric() bool { return false }

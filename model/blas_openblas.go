@@ -30,3 +30,21 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		(*C.float)(unsafe.Pointer(&b[0])), C.blasint(ldb),
 		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.blasint(ldc))
 }
+
+// BLASInfo describes the GEMM in use: the library and, for OpenBLAS, the
+// CPU kernel it selected at load time.
+func BLASInfo() string {
+	return blasName + " core=" + C.GoString(C.openblas_get_corename())
+}
+
+// BLASCoreIsGeneric reports whether OpenBLAS fell back to a generic SSE3
+// kernel: OpenBLAS 0.3.21 (Debian bookworm) does not recognise some recent
+// Xeons and picks "Prescott", 3–6× slower than the AVX-512 kernels. The
+// programs log a hint to set OPENBLAS_CORETYPE in that case.
+func BLASCoreIsGeneric() bool {
+	switch C.GoString(C.openblas_get_corename()) {
+	case "Prescott", "Core2", "Katmai", "Coppermine", "Northwood", "Banias", "generic":
+		return true
+	}
+	return false
+}

@@ -72,7 +72,7 @@ type Layer struct {
 	// Group is the freeze/learning-rate group ("conv1" … "fc8").
 	Group string
 
-	Out, Kernel, Stride, Pad, Groups int // Conv (Out also for FC)
+	Out, Kernel, Stride, Pad, Groups int  // Conv (Out also for FC)
 	CeilMode                         bool // MaxPool
 
 	Size              int     // LRN window (channels)
