@@ -1,0 +1,156 @@
+package mqtt
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Config describes the broker connection and what is published.
+type Config struct {
+	// Broker is tcp://, ssl://, ws:// or wss:// with host and port.
+	Broker string `yaml:"broker"`
+	// ClientID must be stable per device so the broker keeps its session.
+	ClientID string `yaml:"client_id"`
+	Username string `yaml:"username"`
+	// PasswordFile holds the password (first line). The password may also
+	// come from the environment variable named by PasswordEnv
+	// (default LEAFWATCH_MQTT_PASSWORD); it is never a command-line flag.
+	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
+
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Insecure skips certificate verification. Only for testing a broker
+	// with a self-signed certificate you cannot get the CA of.
+	Insecure bool `yaml:"insecure"`
+
+	KeepAlive time.Duration `yaml:"keepalive"`
+	// MaxReconnectInterval caps the exponential reconnect backoff.
+	MaxReconnectInterval time.Duration `yaml:"max_reconnect_interval"`
+
+	// Prefix and Device form every topic: <prefix>/<device>/...
+	Prefix string `yaml:"prefix"`
+	Device string `yaml:"device"`
+
+	Discovery DiscoveryConfig `yaml:"discovery"`
+	// Commands enables the <prefix>/<device>/cmd/<name> topics.
+	Commands bool `yaml:"commands"`
+
+	// ThumbnailMaxBytes caps the JPEG published with an alert; 0 disables
+	// thumbnails.
+	ThumbnailMaxBytes int `yaml:"thumbnail_max_bytes"`
+}
+
+// DiscoveryConfig controls Home Assistant MQTT discovery.
+type DiscoveryConfig struct {
+	Enabled bool   `yaml:"enabled"`
+	Prefix  string `yaml:"prefix"`
+}
+
+// DefaultConfig is a sensible starting point for one device.
+func DefaultConfig(device string) Config {
+	return Config{
+		Broker:               "tcp://127.0.0.1:1883",
+		ClientID:             "leafwatch-" + device,
+		PasswordEnv:          "LEAFWATCH_MQTT_PASSWORD",
+		KeepAlive:            30 * time.Second,
+		MaxReconnectInterval: time.Minute,
+		Prefix:               "leafwatch",
+		Device:               device,
+		Discovery:            DiscoveryConfig{Enabled: true, Prefix: "homeassistant"},
+		Commands:             true,
+		ThumbnailMaxBytes:    64 << 10,
+	}
+}
+
+var topicWord = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// ValidName reports whether s can be one level of a topic and a Home
+// Assistant object id: letters, digits, '_' and '-'.
+func ValidName(s string) bool { return topicWord.MatchString(s) }
+
+// Validate checks the configuration and reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	u, err := url.Parse(c.Broker)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("broker %q: %v", c.Broker, err))
+	case u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "tls" && u.Scheme != "mqtts" && u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "mqtt":
+		errs = append(errs, fmt.Errorf("broker %q: scheme must be tcp, ssl, ws or wss", c.Broker))
+	case u.Port() == "":
+		errs = append(errs, fmt.Errorf("broker %q: needs a port (1883 for tcp, 8883 for ssl)", c.Broker))
+	}
+	if c.ClientID == "" {
+		errs = append(errs, errors.New("client_id is empty: use a stable id per device"))
+	}
+	if !ValidName(c.Device) {
+		errs = append(errs, fmt.Errorf("device %q: use letters, digits, '_' or '-'", c.Device))
+	}
+	if c.Prefix == "" || strings.ContainsAny(c.Prefix, "#+") || strings.HasSuffix(c.Prefix, "/") {
+		errs = append(errs, fmt.Errorf("prefix %q: must be non-empty, without wildcards or a trailing '/'", c.Prefix))
+	}
+	if c.Discovery.Enabled && (c.Discovery.Prefix == "" || strings.ContainsAny(c.Discovery.Prefix, "#+")) {
+		errs = append(errs, fmt.Errorf("discovery prefix %q is not a topic prefix", c.Discovery.Prefix))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("cert_file and key_file go together"))
+	}
+	if c.KeepAlive < 0 || (c.KeepAlive > 0 && c.KeepAlive < time.Second) {
+		errs = append(errs, fmt.Errorf("keepalive %v: use at least 1s", c.KeepAlive))
+	}
+	return errors.Join(errs...)
+}
+
+// password reads the password from the file or the environment.
+func (c Config) password() (string, error) {
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("mqtt password file: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		return strings.TrimRight(line, "\r"), nil
+	}
+	env := c.PasswordEnv
+	if env == "" {
+		env = "LEAFWATCH_MQTT_PASSWORD"
+	}
+	return os.Getenv(env), nil
+}
+
+func (c Config) tlsConfig() (*tls.Config, error) {
+	u, _ := url.Parse(c.Broker)
+	secure := u != nil && (u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "mqtts" || u.Scheme == "wss")
+	if !secure && c.CAFile == "" && c.CertFile == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.Insecure}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("mqtt ca_file %s: no PEM certificates in it", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}

@@ -1,0 +1,63 @@
+package mqtt
+
+// Home Assistant MQTT discovery: one label sensor and one "disease
+// detected" binary sensor per camera, grouped under one device.
+
+type haDevice struct {
+	Identifiers  []string `json:"identifiers"`
+	Name         string   `json:"name"`
+	Model        string   `json:"model"`
+	Manufacturer string   `json:"manufacturer"`
+	SWVersion    string   `json:"sw_version,omitempty"`
+}
+
+type haConfig struct {
+	Name                string   `json:"name"`
+	UniqueID            string   `json:"unique_id"`
+	ObjectID            string   `json:"object_id"`
+	StateTopic          string   `json:"state_topic"`
+	ValueTemplate       string   `json:"value_template"`
+	JSONAttributesTopic string   `json:"json_attributes_topic,omitempty"`
+	AvailabilityTopic   string   `json:"availability_topic"`
+	PayloadAvailable    string   `json:"payload_available"`
+	PayloadNotAvailable string   `json:"payload_not_available"`
+	DeviceClass         string   `json:"device_class,omitempty"`
+	PayloadOn           string   `json:"payload_on,omitempty"`
+	PayloadOff          string   `json:"payload_off,omitempty"`
+	Icon                string   `json:"icon,omitempty"`
+	Device              haDevice `json:"device"`
+}
+
+// DiscoveryMessages returns the retained discovery configs for the given
+// cameras, keyed by topic.
+func DiscoveryMessages(cfg Config, cameras []string, swVersion string) map[string][]byte {
+	t := NewTopics(cfg.Prefix, cfg.Device)
+	dev := haDevice{Identifiers: []string{"leafwatch_" + cfg.Device}, Name: "Leafwatch " + cfg.Device,
+		Model: "Leafwatch leaf-disease camera", Manufacturer: "Leafwatch", SWVersion: swVersion}
+	out := map[string][]byte{}
+	for _, cam := range cameras {
+		id := cfg.Device + "_" + cam
+		out[cfg.Discovery.Prefix+"/sensor/"+cfg.Device+"/"+cam+"_label/config"] = mustJSON(haConfig{
+			Name: cam + " leaf label", UniqueID: "leafwatch_" + id + "_label", ObjectID: "leafwatch_" + id + "_label",
+			StateTopic: t.State(cam), ValueTemplate: "{{ value_json.display }}", JSONAttributesTopic: t.State(cam),
+			AvailabilityTopic: t.Availability(), PayloadAvailable: Online, PayloadNotAvailable: Offline,
+			Icon: "mdi:leaf", Device: dev,
+		})
+		out[cfg.Discovery.Prefix+"/binary_sensor/"+cfg.Device+"/"+cam+"_disease/config"] = mustJSON(haConfig{
+			Name: cam + " disease detected", UniqueID: "leafwatch_" + id + "_disease", ObjectID: "leafwatch_" + id + "_disease",
+			StateTopic: t.State(cam), ValueTemplate: "{{ 'ON' if value_json.disease else 'OFF' }}",
+			AvailabilityTopic: t.Availability(), PayloadAvailable: Online, PayloadNotAvailable: Offline,
+			DeviceClass: "problem", PayloadOn: "ON", PayloadOff: "OFF", Device: dev,
+		})
+	}
+	return out
+}
+
+func (p *Publisher) publishDiscovery() {
+	p.mu.Lock()
+	cams, sw := append([]string(nil), p.cameras...), p.swVersion
+	p.mu.Unlock()
+	for topic, payload := range DiscoveryMessages(p.cfg, cams, sw) {
+		p.client.Publish(topic, 1, true, payload)
+	}
+}

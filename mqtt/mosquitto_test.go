@@ -1,0 +1,182 @@
+package mqtt
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// mosquitto is a real broker on a free loopback port, started per test.
+type mosquitto struct {
+	t    testing.TB
+	dir  string
+	port int
+	conf string
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+}
+
+func mosquittoPath(t testing.TB) string {
+	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/bin/mosquitto"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		return p
+	}
+	t.Skip("mosquitto is not installed (make deps installs it)")
+	return ""
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startMosquitto writes a config with the given extra lines for the
+// listener and starts the broker.
+func startMosquitto(t testing.TB, extra ...string) *mosquitto {
+	t.Helper()
+	m := &mosquitto{t: t, dir: t.TempDir(), port: freePort(t)}
+	conf := []string{
+		fmt.Sprintf("listener %d 127.0.0.1", m.port),
+		"persistence true",
+		"persistence_location " + m.dir + "/",
+		"log_dest stderr",
+		"log_type error",
+		"log_type warning",
+	}
+	if os.Geteuid() == 0 {
+		// mosquitto started as root drops to user "mosquitto", which cannot
+		// read the test's private temp files.
+		conf = append(conf, "user root")
+	}
+	if !strings.Contains(strings.Join(extra, "\n"), "password_file") {
+		conf = append(conf, "allow_anonymous true")
+	}
+	conf = append(conf, extra...)
+	m.conf = filepath.Join(m.dir, "mosquitto.conf")
+	if err := os.WriteFile(m.conf, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.start()
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *mosquitto) start() {
+	m.t.Helper()
+	m.log = new(bytes.Buffer)
+	m.cmd = exec.Command(mosquittoPath(m.t), "-c", m.conf)
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	if err := m.cmd.Start(); err != nil {
+		m.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", m.addr()); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m.t.Fatalf("mosquitto did not start: %s", m.log)
+}
+
+// stop shuts mosquitto down gracefully, so it saves persistent sessions.
+func (m *mosquitto) stop() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	m.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { m.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		m.cmd.Process.Kill()
+		<-done
+	}
+	m.cmd = nil
+}
+
+func (m *mosquitto) addr() string { return fmt.Sprintf("127.0.0.1:%d", m.port) }
+func (m *mosquitto) url() string  { return "tcp://" + m.addr() }
+
+// subscriber records every message on its filters.
+type subscriber struct {
+	c    paho.Client
+	mu   sync.Mutex
+	msgs []paho.Message
+}
+
+func newSubscriber(t testing.TB, broker, id string, clean bool, filters ...string) *subscriber {
+	t.Helper()
+	s := &subscriber{}
+	o := paho.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(clean).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
+		SetMaxReconnectInterval(500 * time.Millisecond).SetOrderMatters(true)
+	subs := map[string]byte{}
+	for _, f := range filters {
+		subs[f] = 1
+	}
+	o.SetOnConnectHandler(func(c paho.Client) {
+		c.SubscribeMultiple(subs, s.record)
+	})
+	// Messages for a resumed session can arrive before the subscription
+	// handler is set: route them here too.
+	o.SetDefaultPublishHandler(s.record)
+	s.c = paho.NewClient(o)
+	if tok := s.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	time.Sleep(100 * time.Millisecond) // let the subscription settle
+	t.Cleanup(func() { s.c.Disconnect(100) })
+	return s
+}
+
+func (s *subscriber) record(_ paho.Client, m paho.Message) {
+	s.mu.Lock()
+	s.msgs = append(s.msgs, m)
+	s.mu.Unlock()
+}
+
+// on returns the payloads received on a topic so far.
+func (s *subscriber) on(topic string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, m := range s.msgs {
+		if m.Topic() == topic {
+			out = append(out, string(m.Payload()))
+		}
+	}
+	return out
+}
+
+// waitFor polls until cond holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", timeout, what)
+}
