@@ -52,12 +52,12 @@ type Outbox struct {
 	maxBytes int64
 	log      *slog.Logger
 
-	mu       sync.Mutex
-	entries  []entry
-	bytes    int64
-	nextSeq  uint64
-	dropped  map[Kind]uint64
-	notify   chan struct{}
+	mu      sync.Mutex
+	entries []entry
+	bytes   int64
+	nextSeq uint64
+	dropped map[Kind]uint64
+	notify  chan struct{}
 }
 
 const outboxExt = ".msg"

@@ -25,15 +25,15 @@ type Publisher struct {
 	outbox *Outbox
 	client paho.Client
 
-	connected atomic.Bool
-	connCh    chan struct{} // signalled on every (re)connect
+	connected  atomic.Bool
+	connCh     chan struct{} // signalled on every (re)connect
 	reconnects atomic.Uint64
 
-	mu       sync.Mutex
-	cameras  []string
+	mu        sync.Mutex
+	cameras   []string
 	swVersion string
-	commands CommandHandler
-	latest   map[string][]byte // retained state to refresh after reconnect
+	commands  CommandHandler
+	latest    map[string][]byte // retained state to refresh after reconnect
 
 	delivered atomic.Uint64
 }
