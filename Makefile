@@ -41,6 +41,7 @@ test: deps fmt-check vet build-purego
 	$(GO) test -count=1 -race -run 'Concurrent|Allocates' ./model/
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 	CGO_ENABLED=0 $(GO) test -count=1 -run 'Reference|Gradients' ./model/
+	$(GO) test -count=1 -tags matprofile -run NoLeakedMats ./vision/
 
 test-short: deps
 	$(GO) test -short -count=1 ./...
@@ -49,7 +50,8 @@ test-short: deps
 # SkylakeX, Haswell) to compare kernels when it falls back to Prescott.
 bench: deps
 	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia' -benchtime 10x ./model/ && \
-	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/; } | tee /dev/stderr | scripts/benchsummary.sh
+	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/ && \
+	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/; } | tee /dev/stderr | scripts/benchsummary.sh
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 60s ./model/

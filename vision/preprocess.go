@@ -1,0 +1,187 @@
+package vision
+
+import (
+	"errors"
+	"fmt"
+	"image"
+	"math"
+
+	"gocv.io/x/gocv"
+)
+
+// Preprocess is how a checkpoint wants its input: the model package's
+// metadata fields, copied so vision does not depend on model.
+type Preprocess struct {
+	InputSize int
+	// Resize is the shorter side before a centre crop of InputSize;
+	// 0 resizes the whole region to InputSize×InputSize.
+	Resize    int
+	Mean, Std [3]float32 // RGB, on 0..1 values
+}
+
+// Tiling splits a frame into a grid of overlapping crops classified as one
+// batch, so a leaf in a corner of a wide frame is seen at useful size.
+type Tiling struct {
+	Rows    int     `yaml:"rows"`
+	Cols    int     `yaml:"cols"`
+	Overlap float64 `yaml:"overlap"` // fraction of a tile shared with its neighbour, 0..0.9
+	// Full also classifies the whole frame, as the batch's first image.
+	Full bool `yaml:"full"`
+}
+
+// Enabled reports whether the frame is split at all.
+func (t Tiling) Enabled() bool { return t.Rows*t.Cols > 1 }
+
+// Validate checks the grid.
+func (t Tiling) Validate() error {
+	if t.Rows < 0 || t.Cols < 0 || t.Rows > 8 || t.Cols > 8 {
+		return fmt.Errorf("tiling %dx%d: rows and cols must be 0..8", t.Rows, t.Cols)
+	}
+	if t.Overlap < 0 || t.Overlap > 0.9 {
+		return fmt.Errorf("tiling overlap %v: must be 0..0.9", t.Overlap)
+	}
+	return nil
+}
+
+// Boxes returns the regions of a w×h frame that are classified, in batch order.
+func (t Tiling) Boxes(w, h int) []image.Rectangle {
+	full := image.Rect(0, 0, w, h)
+	if !t.Enabled() {
+		return []image.Rectangle{full}
+	}
+	var out []image.Rectangle
+	if t.Full {
+		out = append(out, full)
+	}
+	rows, cols := max(t.Rows, 1), max(t.Cols, 1)
+	tw := float64(w) / (float64(cols) - float64(cols-1)*t.Overlap)
+	th := float64(h) / (float64(rows) - float64(rows-1)*t.Overlap)
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			x0 := int(math.Round(float64(c) * tw * (1 - t.Overlap)))
+			y0 := int(math.Round(float64(r) * th * (1 - t.Overlap)))
+			x1 := min(w, int(math.Round(float64(x0)+tw)))
+			y1 := min(h, int(math.Round(float64(y0)+th)))
+			if c == cols-1 {
+				x1 = w
+			}
+			if r == rows-1 {
+				y1 = h
+			}
+			out = append(out, image.Rect(x0, y0, x1, y1))
+		}
+	}
+	return out
+}
+
+// Preprocessor turns BGR frames into NCHW float32 batches. It keeps its
+// buffers between frames, so the steady state allocates nothing; it is not
+// safe for concurrent use (one per camera).
+type Preprocessor struct {
+	p       Preprocess
+	tiling  Tiling
+	resized gocv.Mat
+	lut     [3][256]float32 // per RGB channel: (v/255 - mean)/std
+	out     []float32
+	boxes   []image.Rectangle
+	size    image.Point
+}
+
+// NewPreprocessor validates the settings and prepares buffers.
+func NewPreprocessor(p Preprocess, t Tiling) (*Preprocessor, error) {
+	if p.InputSize < 8 {
+		return nil, fmt.Errorf("input size %d is too small", p.InputSize)
+	}
+	if p.Resize != 0 && p.Resize < p.InputSize {
+		return nil, fmt.Errorf("resize %d is smaller than the %d crop", p.Resize, p.InputSize)
+	}
+	for i, s := range p.Std {
+		if !(s > 0) {
+			return nil, fmt.Errorf("std[%d] = %v must be positive", i, s)
+		}
+	}
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	pp := &Preprocessor{p: p, tiling: t, resized: gocv.NewMat()}
+	for c := 0; c < 3; c++ {
+		for v := 0; v < 256; v++ {
+			pp.lut[c][v] = float32((float64(v)/255 - float64(p.Mean[c])) / float64(p.Std[c]))
+		}
+	}
+	return pp, nil
+}
+
+// Close frees the OpenCV buffers.
+func (pp *Preprocessor) Close() { pp.resized.Close() }
+
+// ImageLen is the number of floats per image in the batch.
+func (pp *Preprocessor) ImageLen() int { return 3 * pp.p.InputSize * pp.p.InputSize }
+
+// Run preprocesses one frame. The returned batch and boxes are owned by the
+// Preprocessor and valid until the next call.
+func (pp *Preprocessor) Run(frame gocv.Mat) ([]float32, []image.Rectangle, error) {
+	if frame.Empty() {
+		return nil, nil, errors.New("empty frame")
+	}
+	if frame.Type() != gocv.MatTypeCV8UC3 {
+		return nil, nil, fmt.Errorf("frame type %v, want 8-bit BGR", frame.Type())
+	}
+	w, h := frame.Cols(), frame.Rows()
+	if (image.Point{w, h}) != pp.size {
+		pp.size = image.Point{w, h}
+		pp.boxes = pp.tiling.Boxes(w, h)
+		if n := len(pp.boxes) * pp.ImageLen(); cap(pp.out) < n {
+			pp.out = make([]float32, n)
+		}
+	}
+	il := pp.ImageLen()
+	out := pp.out[:len(pp.boxes)*il]
+	for i, b := range pp.boxes {
+		if err := pp.one(frame, b, out[i*il:(i+1)*il]); err != nil {
+			return nil, nil, err
+		}
+	}
+	return out, pp.boxes, nil
+}
+
+// cropGeometry returns the resized size and the crop offset for a w×h region.
+func (p Preprocess) cropGeometry(w, h int) (rw, rh, x0, y0 int) {
+	s := p.InputSize
+	if p.Resize == 0 {
+		return s, s, 0, 0
+	}
+	if w <= h {
+		rw, rh = p.Resize, max(p.Resize, int(math.Round(float64(h)*float64(p.Resize)/float64(w))))
+	} else {
+		rw, rh = max(p.Resize, int(math.Round(float64(w)*float64(p.Resize)/float64(h)))), p.Resize
+	}
+	return rw, rh, (rw - s) / 2, (rh - s) / 2
+}
+
+func (pp *Preprocessor) one(frame gocv.Mat, box image.Rectangle, dst []float32) error {
+	roi := frame.Region(box)
+	defer roi.Close()
+	rw, rh, x0, y0 := pp.p.cropGeometry(box.Dx(), box.Dy())
+	gocv.Resize(roi, &pp.resized, image.Point{rw, rh}, 0, 0, gocv.InterpolationLinear)
+	data, err := pp.resized.DataPtrUint8()
+	if err != nil {
+		return fmt.Errorf("preprocess: %w", err)
+	}
+	step := pp.resized.Step()
+	s := pp.p.InputSize
+	plane := s * s
+	r, g, b := dst[:plane], dst[plane:2*plane], dst[2*plane:3*plane]
+	lr, lg, lb := &pp.lut[0], &pp.lut[1], &pp.lut[2]
+	for y := 0; y < s; y++ {
+		row := data[(y0+y)*step+x0*3 : (y0+y)*step+(x0+s)*3]
+		o := y * s
+		for x := 0; x < s; x++ {
+			px := row[x*3 : x*3+3 : x*3+3]
+			b[o+x] = lb[px[0]]
+			g[o+x] = lg[px[1]]
+			r[o+x] = lr[px[2]]
+		}
+	}
+	return nil
+}

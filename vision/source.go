@@ -1,0 +1,412 @@
+package vision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gocv.io/x/gocv"
+)
+
+// State is a source's connection state.
+type State string
+
+const (
+	StateConnecting   State = "connecting"
+	StateConnected    State = "connected"
+	StateReconnecting State = "reconnecting"
+	StateEnded        State = "ended"  // a file or folder without loop reached its end
+	StateFailed       State = "failed" // cannot work as configured (e.g. missing file); retried slowly
+	StateStopped      State = "stopped"
+)
+
+// Status is a snapshot of a source's health for /readyz and metrics.
+type Status struct {
+	URI        string    `json:"uri"`
+	State      State     `json:"state"`
+	LastError  string    `json:"last_error,omitempty"`
+	Reconnects uint64    `json:"reconnects"`
+	Frames     uint64    `json:"frames"`
+	Skipped    uint64    `json:"skipped"` // unreadable images in a folder
+	LastFrame  time.Time `json:"last_frame"`
+	FPS        float64   `json:"fps"`
+	// Abandoned counts opens or reads that never returned and were left
+	// behind (OpenCV cannot cancel them); each holds a thread.
+	Abandoned uint64 `json:"abandoned"`
+}
+
+// errEnd is returned by a reader at the end of a non-looping file or folder.
+var errEnd = errors.New("end of input")
+
+// errPermanent marks errors that retrying will not fix soon (missing file).
+type errPermanent struct{ error }
+
+func (e errPermanent) Unwrap() error { return e.error }
+
+// reader is one open connection to a camera. Read blocks until a frame is
+// in dst or an error occurs.
+type reader interface {
+	Read(dst *gocv.Mat) error
+	Close()
+	// Interruptible readers can be closed while a Read is blocked.
+	Interruptible() bool
+}
+
+// Camera is a frame source that keeps itself connected. Its capture
+// goroutine always overwrites one "latest" slot, so a consumer sampling
+// every few seconds gets the newest frame and capture never waits for it.
+type Camera struct {
+	spec SourceSpec
+	log  *slog.Logger
+	open func(ctx context.Context) (reader, error)
+
+	// Backoff bounds for reconnects.
+	MinBackoff, MaxBackoff time.Duration
+
+	mu       sync.Mutex
+	latest   gocv.Mat
+	seq      uint64
+	at       time.Time
+	status   Status
+	fpsEWMA  float64
+	frameCh  chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+	readers  sync.WaitGroup // reading goroutines, which own their Mats
+	closed   atomic.Bool
+}
+
+// NewCamera prepares a source; Run starts capturing.
+func NewCamera(spec SourceSpec, log *slog.Logger) (*Camera, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Camera{spec: spec, log: log.With("source", spec.URI), MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second,
+		latest: gocv.NewMat(), frameCh: make(chan struct{}, 1), done: make(chan struct{})}
+	c.status = Status{URI: spec.URI, State: StateConnecting}
+	switch spec.Kind {
+	case KindFolder:
+		c.open = func(ctx context.Context) (reader, error) { return openFolder(spec, c.countSkip, c.log) }
+	case KindHTTP:
+		c.open = func(ctx context.Context) (reader, error) { return openHTTP(ctx, spec) }
+	default:
+		c.open = func(ctx context.Context) (reader, error) { return openCapture(ctx, spec) }
+	}
+	return c, nil
+}
+
+// Open parses a URI and returns a camera for it.
+func Open(uri string, log *slog.Logger) (*Camera, error) {
+	spec, err := ParseSource(uri)
+	if err != nil {
+		return nil, err
+	}
+	return NewCamera(spec, log)
+}
+
+// Spec returns the parsed source.
+func (c *Camera) Spec() SourceSpec { return c.spec }
+
+func (c *Camera) countSkip() {
+	c.mu.Lock()
+	c.status.Skipped++
+	c.mu.Unlock()
+}
+
+func (c *Camera) setState(s State, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.State = s
+	if err != nil {
+		c.status.LastError = err.Error()
+	}
+}
+
+// Status returns the current health.
+func (c *Camera) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.status
+	s.FPS = c.fpsEWMA
+	return s
+}
+
+// Frames is signalled (without blocking) after each new frame.
+func (c *Camera) Frames() <-chan struct{} { return c.frameCh }
+
+// Latest copies the newest frame into dst. It returns the frame's sequence
+// number (0 when there has been no frame yet) and capture time.
+func (c *Camera) Latest(dst *gocv.Mat) (uint64, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seq == 0 || c.latest.Empty() {
+		return 0, time.Time{}
+	}
+	c.latest.CopyTo(dst)
+	return c.seq, c.at
+}
+
+func (c *Camera) publish(m *gocv.Mat, now time.Time) {
+	c.mu.Lock()
+	m.CopyTo(&c.latest)
+	c.seq++
+	if !c.at.IsZero() {
+		if dt := now.Sub(c.at).Seconds(); dt > 0 {
+			inst := 1 / dt
+			if c.fpsEWMA == 0 {
+				c.fpsEWMA = inst
+			} else {
+				c.fpsEWMA = 0.9*c.fpsEWMA + 0.1*inst
+			}
+		}
+	}
+	c.at = now
+	c.status.Frames++
+	c.status.LastFrame = now
+	c.mu.Unlock()
+	select {
+	case c.frameCh <- struct{}{}:
+	default:
+	}
+}
+
+// Run captures until ctx ends, reconnecting as needed. It returns when the
+// source has ended (non-looping file/folder) or ctx is done.
+func (c *Camera) Run(ctx context.Context) {
+	defer close(c.done)
+	backoff := c.MinBackoff
+	for ctx.Err() == nil {
+		r, err := c.openBounded(ctx)
+		if err != nil {
+			state := StateReconnecting
+			var perm errPermanent
+			if errors.As(err, &perm) {
+				state = StateFailed
+			}
+			c.setState(state, err)
+			c.log.Warn("camera open failed", "err", err, "retry_in", backoff)
+			if !sleepCtx(ctx, jitter(backoff)) {
+				break
+			}
+			backoff = min(backoff*2, c.MaxBackoff)
+			c.mu.Lock()
+			c.status.Reconnects++
+			c.mu.Unlock()
+			continue
+		}
+		c.setState(StateConnected, nil)
+		c.log.Info("camera connected")
+		err = c.readLoop(ctx, r)
+		if ctx.Err() != nil {
+			break
+		}
+		if errors.Is(err, errEnd) {
+			c.setState(StateEnded, nil)
+			c.log.Info("source ended")
+			return
+		}
+		if c.Status().Frames > 0 {
+			backoff = c.MinBackoff // it worked for a while: start over gently
+		}
+		c.setState(StateReconnecting, err)
+		c.log.Warn("camera lost; reconnecting", "err", err, "retry_in", backoff)
+		if !sleepCtx(ctx, jitter(backoff)) {
+			break
+		}
+		backoff = min(backoff*2, c.MaxBackoff)
+		c.mu.Lock()
+		c.status.Reconnects++
+		c.mu.Unlock()
+	}
+	c.setState(StateStopped, nil)
+}
+
+// Close waits for Run to finish (after its ctx is cancelled) and frees the
+// frame slot.
+func (c *Camera) Close() {
+	c.stopOnce.Do(func() {
+		<-c.done
+		// Wait for readers to release their Mats, but not for one stuck in
+		// an OpenCV call that never returns.
+		idle := make(chan struct{})
+		go func() { c.readers.Wait(); close(idle) }()
+		select {
+		case <-idle:
+		case <-time.After(3 * time.Second):
+			c.log.Warn("a capture read is still blocked; leaving it behind")
+		}
+		c.mu.Lock()
+		c.latest.Close()
+		c.mu.Unlock()
+	})
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// openBounded opens with the spec's timeout. OpenCV cannot cancel an open,
+// so one that overruns is abandoned and closed if it ever returns.
+func (c *Camera) openBounded(ctx context.Context) (reader, error) {
+	type res struct {
+		r   reader
+		err error
+	}
+	ch := make(chan res, 1)
+	octx, cancel := context.WithTimeout(ctx, c.spec.OpenTimeout)
+	defer cancel()
+	go func() {
+		r, err := c.open(octx)
+		ch <- res{r, err}
+	}()
+	select {
+	case x := <-ch:
+		return x.r, x.err
+	case <-octx.Done():
+		c.mu.Lock()
+		c.status.Abandoned++
+		c.mu.Unlock()
+		go func() {
+			if x := <-ch; x.r != nil {
+				x.r.Close()
+			}
+		}()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("open did not finish within %v", c.spec.OpenTimeout)
+	}
+}
+
+// readLoop reads frames on its own goroutine and watches for stalls.
+func (c *Camera) readLoop(ctx context.Context, r reader) error {
+	var stop atomic.Bool
+	errCh := make(chan error, 1)
+	lastFrame := atomic.Int64{}
+	lastFrame.Store(time.Now().UnixNano())
+	c.readers.Add(1)
+	go func() {
+		defer c.readers.Done()
+		buf := gocv.NewMat()
+		defer buf.Close()
+		oriented := gocv.NewMat()
+		defer oriented.Close()
+		var next time.Time
+		for !stop.Load() {
+			if err := r.Read(&buf); err != nil {
+				errCh <- err
+				break
+			}
+			now := time.Now()
+			lastFrame.Store(now.UnixNano())
+			out := &buf
+			if c.spec.orientInGo() {
+				orient(buf, &oriented, c.spec)
+				out = &oriented
+			}
+			if !stop.Load() {
+				c.publish(out, now)
+			}
+			if pace := c.pace(r); pace > 0 {
+				if next.IsZero() {
+					next = now
+				}
+				next = next.Add(pace)
+				if d := time.Until(next); d > 0 {
+					time.Sleep(d)
+				} else {
+					next = time.Now()
+				}
+				lastFrame.Store(time.Now().UnixNano())
+			}
+		}
+		// Only this goroutine touches r after open: close it here so a read
+		// that returns late never races with Close.
+		r.Close()
+	}()
+	tick := time.NewTicker(min(c.spec.ReadTimeout/4, 250*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			stop.Store(true)
+			if r.Interruptible() {
+				r.Close()
+			}
+			return ctx.Err()
+		case err := <-errCh:
+			stop.Store(true)
+			return err
+		case <-tick.C:
+			if since := time.Since(time.Unix(0, lastFrame.Load())); since > c.spec.ReadTimeout {
+				stop.Store(true)
+				if r.Interruptible() {
+					r.Close()
+				} else {
+					c.mu.Lock()
+					c.status.Abandoned++
+					c.mu.Unlock()
+				}
+				return fmt.Errorf("no frame for %v (read_timeout)", since.Round(time.Millisecond))
+			}
+		}
+	}
+}
+
+// pace returns the interval between frames for sources that would
+// otherwise run as fast as they decode (files, folders).
+func (c *Camera) pace(r reader) time.Duration {
+	fps := c.spec.FPS
+	if fps == 0 {
+		if nf, ok := r.(interface{ nativeFPS() float64 }); ok {
+			fps = nf.nativeFPS() // play files in real time
+		}
+	}
+	if fps > 0 && fps <= 240 && (c.spec.Kind == KindFile || c.spec.Kind == KindFolder || c.spec.Kind == KindHTTP) {
+		return time.Duration(float64(time.Second) / fps)
+	}
+	return 0
+}
+
+func orient(src gocv.Mat, dst *gocv.Mat, s SourceSpec) {
+	cur := src
+	tmp := gocv.NewMat()
+	defer tmp.Close()
+	switch s.Rotate {
+	case 90:
+		gocv.Rotate(cur, &tmp, gocv.Rotate90Clockwise)
+		cur = tmp
+	case 180:
+		gocv.Rotate(cur, &tmp, gocv.Rotate180Clockwise)
+		cur = tmp
+	case 270:
+		gocv.Rotate(cur, &tmp, gocv.Rotate90CounterClockwise)
+		cur = tmp
+	}
+	switch s.Flip {
+	case "horizontal":
+		gocv.Flip(cur, dst, 1)
+	case "vertical":
+		gocv.Flip(cur, dst, 0)
+	case "both":
+		gocv.Flip(cur, dst, -1)
+	default:
+		cur.CopyTo(dst)
+	}
+}

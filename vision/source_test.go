@@ -1,0 +1,300 @@
+package vision
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gocv.io/x/gocv"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// solid returns a w×h BGR frame filled with one colour.
+func solid(w, h int, c color.RGBA) gocv.Mat {
+	return gocv.NewMatWithSizeFromScalar(gocv.NewScalar(float64(c.B), float64(c.G), float64(c.R), 0), h, w, gocv.MatTypeCV8UC3)
+}
+
+// writeVideo makes an MJPG AVI whose frame i is a solid grey of level 10·i.
+func writeVideo(t testing.TB, frames int, fps float64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "greenhouse.avi")
+	vw, err := gocv.VideoWriterFile(p, "MJPG", fps, 160, 120, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < frames; i++ {
+		m := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(float64(10*i), float64(10*i), float64(10*i), 0), 120, 160, gocv.MatTypeCV8UC3)
+		vw.Write(m)
+		m.Close()
+	}
+	vw.Close()
+	return p
+}
+
+func runCamera(t testing.TB, uri string) (*Camera, context.CancelFunc) {
+	t.Helper()
+	c, err := Open(uri, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.MinBackoff, c.MaxBackoff = 50*time.Millisecond, 400*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	go c.Run(ctx)
+	t.Cleanup(func() { cancel(); c.Close() })
+	return c, cancel
+}
+
+func waitUntil(t testing.TB, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if f() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", d, what)
+}
+
+func TestVideoFileSource(t *testing.T) {
+	p := writeVideo(t, 10, 50)
+	c, _ := runCamera(t, "file://"+p)
+	waitUntil(t, 10*time.Second, "end of file", func() bool { return c.Status().State == StateEnded })
+	st := c.Status()
+	if st.Frames != 10 {
+		t.Errorf("read %d frames, the file has 10", st.Frames)
+	}
+	m := gocv.NewMat()
+	defer m.Close()
+	seq, _ := c.Latest(&m)
+	if seq != 10 || m.Cols() != 160 || m.Rows() != 120 {
+		t.Fatalf("latest frame seq %d size %dx%d", seq, m.Cols(), m.Rows())
+	}
+	// The freshest frame is the last one written (grey 90), not a queued one.
+	if v := m.GetVecbAt(60, 80)[0]; v < 80 || v > 100 {
+		t.Errorf("latest frame grey level %d, want ~90", v)
+	}
+}
+
+func TestVideoFileLoops(t *testing.T) {
+	p := writeVideo(t, 5, 100)
+	c, _ := runCamera(t, "file://"+p+"?loop=true")
+	waitUntil(t, 10*time.Second, "more frames than the file has", func() bool { return c.Status().Frames > 12 })
+	if s := c.Status().State; s != StateConnected {
+		t.Errorf("looping file state %s", s)
+	}
+}
+
+func TestMissingFileIsAClearError(t *testing.T) {
+	c, _ := runCamera(t, "file:///nonexistent/plants.mp4")
+	waitUntil(t, 5*time.Second, "failed state", func() bool { return c.Status().State == StateFailed })
+	if e := c.Status().LastError; !strings.Contains(e, "/nonexistent/plants.mp4") || !strings.Contains(e, "no such file") {
+		t.Errorf("error %q does not name the file and the cause", e)
+	}
+}
+
+func TestImageFolderSkipsCorruptImage(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 3; i++ {
+		m := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(0, float64(50*i), 0, 0), 64, 64, gocv.MatTypeCV8UC3)
+		gocv.IMWrite(filepath.Join(dir, fmt.Sprintf("leaf%d.jpg", i)), m)
+		m.Close()
+	}
+	os.WriteFile(filepath.Join(dir, "leaf1b.jpg"), []byte("\xff\xd8\xff this is not really a jpeg"), 0o644)
+	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("ignored"), 0o644)
+	c, _ := runCamera(t, dir+"?fps=100")
+	waitUntil(t, 10*time.Second, "end of folder", func() bool { return c.Status().State == StateEnded })
+	st := c.Status()
+	if st.Frames != 3 || st.Skipped != 1 {
+		t.Fatalf("frames %d skipped %d, want 3 and 1", st.Frames, st.Skipped)
+	}
+}
+
+func TestGStreamerTestSource(t *testing.T) {
+	if _, err := exec.LookPath("gst-inspect-1.0"); err != nil {
+		t.Skip("GStreamer tools not installed (make deps installs them)")
+	}
+	c, _ := runCamera(t, "gst://videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1")
+	waitUntil(t, 15*time.Second, "frames from videotestsrc", func() bool { return c.Status().Frames >= 10 })
+	m := gocv.NewMat()
+	defer m.Close()
+	if seq, _ := c.Latest(&m); seq == 0 || m.Cols() != 320 {
+		t.Fatalf("seq %d width %d", seq, m.Cols())
+	}
+}
+
+func TestMissingGStreamerElementFailsFast(t *testing.T) {
+	if _, err := exec.LookPath("gst-inspect-1.0"); err != nil {
+		t.Skip("GStreamer tools not installed (make deps installs them)")
+	}
+	start := time.Now()
+	c, _ := runCamera(t, "csi://0")
+	waitUntil(t, 10*time.Second, "failure", func() bool { return c.Status().State == StateFailed })
+	if e := c.Status().LastError; !strings.Contains(e, "nvarguscamerasrc") {
+		t.Errorf("error %q does not name the missing element", e)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+// mjpegServer streams solid frames as multipart/x-mixed-replace until
+// stopped; it can be restarted on the same port.
+type mjpegServer struct {
+	addr   string
+	srv    *http.Server
+	served atomic.Int64
+}
+
+func startMJPEG(t testing.TB, addr string) *mjpegServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &mjpegServer{addr: ln.Addr().String()}
+	img := solid(96, 64, color.RGBA{0, 160, 0, 0})
+	buf, _ := gocv.IMEncode(gocv.JPEGFileExt, img)
+	jpeg := append([]byte(nil), buf.GetBytes()...)
+	buf.Close()
+	img.Close()
+	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw := multipart.NewWriter(w)
+		w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary="+mw.Boundary())
+		for r.Context().Err() == nil {
+			pw, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"image/jpeg"}})
+			if err != nil {
+				return
+			}
+			pw.Write(jpeg)
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+			s.served.Add(1)
+			time.Sleep(20 * time.Millisecond)
+		}
+	})}
+	go s.srv.Serve(ln)
+	return s
+}
+
+func (s *mjpegServer) stop() { s.srv.Close() }
+
+func TestHTTPMJPEGReconnects(t *testing.T) {
+	s := startMJPEG(t, "127.0.0.1:0")
+	c, _ := runCamera(t, "http://"+s.addr+"/video.mjpg?read_timeout=1s")
+	waitUntil(t, 10*time.Second, "frames", func() bool { return c.Status().Frames >= 5 })
+	s.stop()
+	waitUntil(t, 10*time.Second, "reconnecting state", func() bool { return c.Status().State == StateReconnecting })
+	before := c.Status().Frames
+	s2 := startMJPEG(t, s.addr)
+	defer s2.stop()
+	waitUntil(t, 15*time.Second, "frames after the server came back", func() bool { return c.Status().Frames >= before+5 })
+	st := c.Status()
+	if st.State != StateConnected || st.Reconnects == 0 {
+		t.Fatalf("after restart: %+v", st)
+	}
+	m := gocv.NewMat()
+	defer m.Close()
+	c.Latest(&m)
+	if px := m.GetVecbAt(32, 48); px[1] < 140 || px[0] > 30 {
+		t.Errorf("decoded pixel %v, want green", px)
+	}
+}
+
+func TestStalledStreamTriggersReconnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A server that sends headers and then nothing: a camera that froze.
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, _ := runCamera(t, "http://"+ln.Addr().String()+"/?read_timeout=500ms")
+	waitUntil(t, 10*time.Second, "a reconnect after the stall", func() bool { return c.Status().Reconnects >= 1 })
+	if e := c.Status().LastError; !strings.Contains(e, "no frame") {
+		t.Errorf("last error %q", e)
+	}
+}
+
+func TestParseSource(t *testing.T) {
+	cases := []struct {
+		uri      string
+		kind     Kind
+		pipeline string
+		bad      bool
+	}{
+		{uri: "csi://0", kind: KindCSI, pipeline: "nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1,format=NV12 ! nvvidconv flip-method=0 ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"},
+		{uri: "csi://1?width=1280&height=720&fps=60&rotate=180", kind: KindCSI, pipeline: "nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=60/1,format=NV12 ! nvvidconv flip-method=2 ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"},
+		{uri: "v4l2:///dev/video0?width=640&height=480", kind: KindV4L2, pipeline: "v4l2src device=/dev/video0 ! video/x-raw,width=640,height=480 ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"},
+		{uri: "v4l2:///dev/video2?backend=v4l2", kind: KindV4L2},
+		{uri: "rtsp://user:pw@10.0.0.5:554/stream1?fps=5", kind: KindRTSP},
+		{uri: "http://cam:8080/video.mjpg", kind: KindHTTP},
+		{uri: "file:///data/x.mp4?loop=true", kind: KindFile},
+		{uri: "gst://videotestsrc ! appsink", kind: KindGst, pipeline: "videotestsrc ! appsink"},
+		{uri: "csi://zero", bad: true},
+		{uri: "ftp://x/y", bad: true},
+		{uri: "file:///x.mp4?flip=sideways", bad: true},
+		{uri: "file:///x.mp4?colour=red", bad: true},
+		{uri: "v4l2:///dev/video0?backend=dshow", bad: true},
+		{uri: "", bad: true},
+	}
+	for _, tc := range cases {
+		s, err := ParseSource(tc.uri)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("%q accepted", tc.uri)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.uri, err)
+			continue
+		}
+		if s.Kind != tc.kind {
+			t.Errorf("%q: kind %s, want %s", tc.uri, s.Kind, tc.kind)
+		}
+		if tc.pipeline != "" && s.Pipeline() != tc.pipeline {
+			t.Errorf("%q: pipeline\n %s\nwant\n %s", tc.uri, s.Pipeline(), tc.pipeline)
+		}
+	}
+}
+
+func TestTileBoxesCoverFrame(t *testing.T) {
+	tl := Tiling{Rows: 2, Cols: 3, Overlap: 0.2, Full: true}
+	boxes := tl.Boxes(1920, 1080)
+	if len(boxes) != 7 || boxes[0] != image.Rect(0, 0, 1920, 1080) {
+		t.Fatalf("boxes %v", boxes)
+	}
+	covered := image.Rectangle{}
+	for i, b := range boxes[1:] {
+		covered = covered.Union(b)
+		if i > 0 && boxes[i].Overlaps(b) == false && b.Min.Y == boxes[i].Min.Y {
+			t.Errorf("neighbouring tiles %v and %v do not overlap", boxes[i], b)
+		}
+	}
+	if covered != image.Rect(0, 0, 1920, 1080) {
+		t.Errorf("tiles cover %v", covered)
+	}
+}
