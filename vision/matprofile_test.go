@@ -27,8 +27,8 @@ func TestNoLeakedMats(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go c.Run(ctx)
 	frame := gocv.NewMat()
-	if gocv.MatProfile.Count() != start+1 {
-		t.Fatal("the Mat profile is not counting: build with -tags matprofile")
+	if gocv.MatProfile.Count() <= start {
+		t.Fatalf("the Mat profile is not counting (%d → %d): build with -tags matprofile", start, gocv.MatProfile.Count())
 	}
 	pp, _ := NewPreprocessor(imagenet, Tiling{Rows: 2, Cols: 2, Overlap: 0.2, Full: true})
 	waitUntil(t, 10*time.Second, "200 frames", func() bool {
