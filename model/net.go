@@ -203,12 +203,23 @@ func newRunner(m *Model, capacity int, train bool, rng *rand.Rand) *runner {
 // forward runs n images (n ≤ cap) from x and returns the logits, n×classes,
 // in a buffer owned by the runner. x must stay untouched until backward.
 func (r *runner) forward(x []float32, n int) []float32 {
+	return r.forwardRange(x, n, 0, len(r.m.Spec.Layers))[:n*r.m.Spec.Classes]
+}
+
+// forwardRange runs layers [from, to) with x as the input of layer from and
+// returns the input of layer to (the logits when to is the last layer).
+func (r *runner) forwardRange(x []float32, n, from, to int) []float32 {
 	m := r.m
-	r.acts[0] = x[:n*m.shapes[0].Len()]
-	if len(m.Spec.Layers) > 0 && inPlace(m.Spec.Layers[0].Kind) {
-		r.acts[1] = r.acts[0]
+	if from == 0 {
+		r.acts[0] = x[:n*m.shapes[0].Len()]
+		if len(m.Spec.Layers) > 0 && inPlace(m.Spec.Layers[0].Kind) {
+			r.acts[1] = r.acts[0]
+		}
+	} else {
+		// Later buffers may alias this one (in-place layers): fill, don't swap.
+		copy(r.acts[from][:n*m.shapes[from].Len()], x)
 	}
-	for i := range m.Spec.Layers {
+	for i := from; i < to; i++ {
 		l := &m.Spec.Layers[i]
 		in, out := m.shapes[i], m.shapes[i+1]
 		src, dst := r.acts[i], r.acts[i+1]
@@ -255,7 +266,7 @@ func (r *runner) forward(x []float32, n int) []float32 {
 			fcForward(n, il, l.Out, src, w, b, dst)
 		}
 	}
-	return r.acts[len(m.Spec.Layers)][:n*m.Spec.Classes]
+	return r.acts[to][:n*m.shapes[to].Len()]
 }
 
 // backward propagates dLogits (n×classes) and accumulates parameter

@@ -43,15 +43,22 @@ func (s *TrainSession) SetRand(rng *rand.Rand) { s.r.rng = rng }
 // firstTrainable get no gradient (they are frozen). It returns the mean
 // loss and how many images were classified correctly.
 func (s *TrainSession) Step(x []float32, labels []int, firstTrainable int) (loss float64, correct int, err error) {
+	return s.StepFrom(0, x, labels, firstTrainable)
+}
+
+// StepFrom is Step for inputs that are already the activations entering
+// layer from (cached features of frozen layers); firstTrainable ≥ from.
+func (s *TrainSession) StepFrom(from int, x []float32, labels []int, firstTrainable int) (loss float64, correct int, err error) {
 	n := len(labels)
 	k := s.m.Spec.Classes
 	if n == 0 || n > s.r.cap {
 		return 0, 0, fmt.Errorf("batch of %d images, session holds 1..%d", n, s.r.cap)
 	}
-	if len(x) < n*s.m.InputLen() {
-		return 0, 0, fmt.Errorf("input holds %d values, %d images need %d", len(x), n, n*s.m.InputLen())
+	if need := n * s.m.shapes[from].Len(); len(x) < need {
+		return 0, 0, fmt.Errorf("input holds %d values, %d images need %d", len(x), n, need)
 	}
-	logits := s.r.forward(x, n)
+	firstTrainable = max(firstTrainable, from)
+	logits := s.r.forwardRange(x, n, from, len(s.m.Spec.Layers))
 	p := s.probs[:n*k]
 	copy(p, logits)
 	softmax(n, k, p)
@@ -78,6 +85,26 @@ func (s *TrainSession) Step(x []float32, labels []int, firstTrainable int) (loss
 	s.r.backward(d, n, s.Grads, firstTrainable)
 	return loss / float64(n), correct, nil
 }
+
+// Features runs the (eval-mode) layers before layer to and returns their
+// output for n images, in a buffer owned by the session.
+func (s *TrainSession) Features(x []float32, n, to int) []float32 {
+	train := s.r.train
+	s.r.train = false
+	defer func() { s.r.train = train }()
+	return s.r.forwardRange(x, n, 0, to)
+}
+
+// Logits runs layers [from, end) in eval mode and returns the logits.
+func (s *TrainSession) Logits(from int, x []float32, n int) []float32 {
+	train := s.r.train
+	s.r.train = false
+	defer func() { s.r.train = train }()
+	return s.r.forwardRange(x, n, from, len(s.m.Spec.Layers))
+}
+
+// ActLen is the per-image size of the activations entering layer i.
+func (m *Model) ActLen(i int) int { return m.shapes[i].Len() }
 
 // Loss evaluates the mean cross-entropy without touching gradients (eval
 // mode: no dropout). Used by gradient checks and validation.

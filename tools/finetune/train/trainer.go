@@ -1,0 +1,447 @@
+package train
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/leafwatch/leafwatch/model"
+)
+
+// ErrInterrupted is returned when ctx ends a run; a resumable state was saved.
+var ErrInterrupted = errors.New("training interrupted; resume with --resume")
+
+// Config is one fine-tuning run.
+type Config struct {
+	Data    string
+	ValFrac float64
+	Seed    uint64
+
+	Epochs      int
+	BatchSize   int
+	Schedule    Schedule
+	Momentum    float64
+	WeightDecay float64
+	// NewLayerLRMult multiplies the learning rate of the replaced (and
+	// reset) layers.
+	NewLayerLRMult float64
+	// ResetPenultimate says fc7 was re-initialised (it then counts as new).
+	ResetPenultimate bool
+	// TrainFrom is the first trained layer group ("conv1" trains all,
+	// "fc6" freezes the convolutions).
+	TrainFrom string
+	// CacheFeatures computes the frozen layers once per image (centre crop
+	// and its mirror) instead of every epoch. Needs TrainFrom ≥ fc6.
+	CacheFeatures bool
+	Balanced      bool
+	Patience      int // epochs without a better val macro-F1 before stopping; 0 = never
+	Workers       int
+	MaxSteps      int // stop (as if interrupted) after this many batches; for tests
+
+	Out      string
+	Progress io.Writer
+	Terminal bool
+	Log      *slog.Logger
+}
+
+// Result summarises a finished run.
+type Result struct {
+	History   []EpochLog
+	Best      Report
+	BestEpoch int
+	Final     *model.Model
+	Confusion *Confusion
+}
+
+// Trainer owns one run.
+type Trainer struct {
+	cfg  Config
+	data *Dataset
+	m    *model.Model
+	opt  *SGD
+	st   State
+	sess *model.TrainSession
+	aug  Augment
+	log  *slog.Logger
+
+	first, from int // first trained layer; layer whose input is fed
+	feat        *featureCache
+}
+
+// NewTrainer prepares a run on a model whose head already matches the
+// dataset (see model.ReplaceHead), or resumes one from a state file.
+func NewTrainer(cfg Config, data *Dataset, m *model.Model, opt *SGD, st *State) (*Trainer, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.BatchSize < 1 || cfg.Epochs < 1 {
+		return nil, fmt.Errorf("batch size %d and epochs %d must be positive", cfg.BatchSize, cfg.Epochs)
+	}
+	if cfg.Workers < 1 {
+		cfg.Workers = 2
+	}
+	if err := cfg.Schedule.Validate(); err != nil {
+		return nil, err
+	}
+	if len(data.Classes) != m.Spec.Classes {
+		return nil, fmt.Errorf("dataset has %d classes, the model's head %d", len(data.Classes), m.Spec.Classes)
+	}
+	for i, c := range data.Classes {
+		if m.Meta.Labels[i] != c {
+			return nil, fmt.Errorf("class %d is %q in the dataset but %q in the model: class folders changed since this run started", i, c, m.Meta.Labels[i])
+		}
+	}
+	if err := checkWritable(cfg.Out); err != nil {
+		return nil, err
+	}
+	t := &Trainer{cfg: cfg, data: data, m: m, opt: opt, log: cfg.Log}
+	if cfg.TrainFrom == "" {
+		cfg.TrainFrom = "conv1"
+	}
+	first, err := m.FirstLayerOfGroup(cfg.TrainFrom)
+	if err != nil {
+		return nil, err
+	}
+	t.first, t.from = first, 0
+	// Frozen parameters must not move at all, not even by weight decay
+	// (cached features depend on them); new layers may learn faster.
+	last := m.Spec.Groups()[len(m.Spec.Groups())-1]
+	pen := m.Spec.Groups()[len(m.Spec.Groups())-2]
+	for i, l := range m.Spec.Layers {
+		if l.Name == "" {
+			continue
+		}
+		for _, suffix := range []string{".weight", ".bias"} {
+			switch {
+			case i < first:
+				opt.Mult[l.Name+suffix] = 0
+			case cfg.NewLayerLRMult > 0 && (l.Group == last || (cfg.ResetPenultimate && l.Group == pen)):
+				opt.Mult[l.Name+suffix] = float32(cfg.NewLayerLRMult)
+			default:
+				delete(opt.Mult, l.Name+suffix)
+			}
+		}
+	}
+	if st != nil {
+		t.st = *st
+	} else {
+		t.st = State{Seed: cfg.Seed, Schedule: cfg.Schedule}
+	}
+	t.cfg.Schedule = t.st.Schedule
+	md := m.Meta
+	t.aug = Augment{Resize: max(md.Resize, md.InputSize), Crop: md.InputSize, Mean: md.Mean, Std: md.Std, Random: true}
+	if cfg.CacheFeatures {
+		firstFC := -1
+		for i, l := range m.Spec.Layers {
+			if l.Kind == model.FC {
+				firstFC = i
+				break
+			}
+		}
+		if first < firstFC {
+			return nil, fmt.Errorf("--cache-features needs the convolutions frozen (--train-from fc6 or later)")
+		}
+		t.from = first
+		for t.from > 0 && m.Spec.Layers[t.from-1].Kind == model.Dropout {
+			t.from-- // keep dropout in training
+		}
+		need := int64(2*len(data.Train)+len(data.Val)) * int64(m.ActLen(t.from)) * 4
+		if need > 4<<30 {
+			return nil, fmt.Errorf("--cache-features would need %d MB for %d images; train without it", need>>20, len(data.Train))
+		}
+	}
+	t.sess = m.NewTrainSession(cfg.BatchSize, nil)
+	return t, nil
+}
+
+func checkWritable(dir string) error {
+	if dir == "" {
+		return errors.New("no output folder given (--out)")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("output folder %s cannot be created: %v — choose a folder you can write to", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("output folder %s is not writable: %v — choose a folder you can write to", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
+// epochOrder is the sample order of an epoch: shuffled, or class-balanced
+// sampling with replacement.
+func (t *Trainer) epochOrder(epoch int) []int {
+	rng := rand.New(rand.NewPCG(t.st.Seed, uint64(epoch)+0x0a0a))
+	n := len(t.data.Train)
+	order := make([]int, n)
+	if !t.cfg.Balanced {
+		for i := range order {
+			order[i] = i
+		}
+		rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
+		return order
+	}
+	byClass := make([][]int, len(t.data.Classes))
+	for i, s := range t.data.Train {
+		byClass[s.Label] = append(byClass[s.Label], i)
+	}
+	var nonEmpty [][]int
+	for _, c := range byClass {
+		if len(c) > 0 {
+			nonEmpty = append(nonEmpty, c)
+		}
+	}
+	for i := range order {
+		c := nonEmpty[rng.IntN(len(nonEmpty))]
+		order[i] = c[rng.IntN(len(c))]
+	}
+	return order
+}
+
+// Run trains until the epochs are done, early stopping triggers, or ctx
+// ends (then a resumable state is saved and ErrInterrupted returned).
+func (t *Trainer) Run(ctx context.Context) (*Result, error) {
+	if t.cfg.CacheFeatures && t.feat == nil {
+		fc, err := t.buildFeatureCache(ctx)
+		if err != nil {
+			return nil, err
+		}
+		t.feat = fc
+	}
+	steps := 0
+	for t.st.Epoch < t.cfg.Epochs && !t.st.Done {
+		e := t.st.Epoch
+		start := time.Now()
+		order := t.epochOrder(e)
+		nb := (len(order) + t.cfg.BatchSize - 1) / t.cfg.BatchSize
+		prog := newProgress(t.cfg.Progress, t.cfg.Terminal, nb, fmt.Sprintf("epoch %d/%d", e+1, t.cfg.Epochs))
+		prog.set(t.st.Step)
+		ectx, cancel := context.WithCancel(ctx)
+		var next func() (*batch, bool)
+		if t.feat != nil {
+			next = t.feat.trainBatches(order, t.st.Step, t.cfg.BatchSize, t.st.Seed, e)
+		} else {
+			ch := batches(ectx, t.data.Train, order[min(t.st.Step*t.cfg.BatchSize, len(order)):], t.cfg.BatchSize, t.cfg.Workers, t.aug, t.st.Seed, e)
+			next = func() (*batch, bool) { b, ok := <-ch; return b, ok }
+		}
+		interrupted := false
+		imgs := 0
+		for {
+			if ctx.Err() != nil || (t.cfg.MaxSteps > 0 && steps >= t.cfg.MaxSteps) {
+				interrupted = true
+				break
+			}
+			b, ok := next()
+			if !ok {
+				break
+			}
+			for _, bad := range b.bad {
+				t.log.Warn("skipping unreadable image", "err", bad)
+			}
+			if len(b.labels) > 0 {
+				if err := t.step(b, e, nb); err != nil {
+					cancel()
+					return nil, err
+				}
+			}
+			imgs += len(b.labels)
+			t.st.Step++
+			t.st.GlobalStep++
+			steps++
+			prog.set(t.st.Step)
+			prog.note(fmt.Sprintf("loss %.3f acc %.3f", t.st.LossSum/math.Max(1, float64(t.st.Seen)), float64(t.st.Correct)/math.Max(1, float64(t.st.Seen))))
+		}
+		cancel()
+		prog.done()
+		if interrupted {
+			if err := t.saveResumable(); err != nil {
+				return nil, fmt.Errorf("interrupted, and the state could not be saved: %w", err)
+			}
+			return nil, ErrInterrupted
+		}
+		if err := t.finishEpoch(ctx, e, time.Since(start), imgs); err != nil {
+			return nil, err
+		}
+	}
+	return t.finish(ctx)
+}
+
+func (t *Trainer) step(b *batch, epoch, nb int) error {
+	frac := float64(epoch) + float64(t.st.Step)/float64(nb)
+	lr := float32(t.cfg.Schedule.At(frac))
+	t.sess.SetRand(rand.New(rand.NewPCG(t.st.Seed^0xd50, uint64(t.st.GlobalStep))))
+	t.sess.ZeroGrad()
+	loss, correct, err := t.sess.StepFrom(t.from, b.x, b.labels, t.first)
+	if err != nil {
+		return err
+	}
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return fmt.Errorf("loss became %v at epoch %d step %d: lower the learning rate", loss, epoch+1, t.st.Step)
+	}
+	t.st.LossSum += loss * float64(len(b.labels))
+	t.st.Correct += correct
+	t.st.Seen += len(b.labels)
+	return t.opt.Step(t.m, t.sess.Grads, lr)
+}
+
+func (t *Trainer) saveResumable() error {
+	return SaveState(filepath.Join(t.cfg.Out, "state.safetensors"), t.m, t.opt, t.st)
+}
+
+// Evaluate classifies the validation set (centre crops, eval mode).
+func (t *Trainer) Evaluate(ctx context.Context) (*Confusion, float64, error) {
+	conf := NewConfusion(t.data.Classes)
+	var lossSum float64
+	n := 0
+	k := t.m.Spec.Classes
+	eval := func(x []float32, labels []int, from int) {
+		logits := t.sess.Logits(from, x, len(labels))
+		for i, y := range labels {
+			row := logits[i*k : (i+1)*k]
+			best, mx := 0, row[0]
+			for j, v := range row {
+				if v > mx {
+					best, mx = j, v
+				}
+			}
+			var s float64
+			for _, v := range row {
+				s += math.Exp(float64(v - mx))
+			}
+			lossSum += math.Log(s) - float64(row[y]-mx)
+			conf.Add(y, best)
+			n++
+		}
+	}
+	if t.feat != nil {
+		for b := range t.feat.valBatches(t.cfg.BatchSize) {
+			eval(b.x, b.labels, t.from)
+		}
+	} else {
+		order := make([]int, len(t.data.Val))
+		for i := range order {
+			order[i] = i
+		}
+		a := t.aug
+		a.Random = false
+		for b := range batches(ctx, t.data.Val, order, t.cfg.BatchSize, t.cfg.Workers, a, 0, 0) {
+			if len(b.labels) > 0 {
+				eval(b.x, b.labels, 0)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, 0, ctx.Err()
+	}
+	return conf, lossSum / math.Max(1, float64(n)), nil
+}
+
+func (t *Trainer) finishEpoch(ctx context.Context, e int, took time.Duration, imgs int) error {
+	conf, vloss, err := t.Evaluate(ctx)
+	if err != nil {
+		return err
+	}
+	rep := conf.Report()
+	log := EpochLog{Epoch: e + 1, LR: t.cfg.Schedule.At(float64(e)),
+		TrainLoss: t.st.LossSum / math.Max(1, float64(t.st.Seen)), TrainAcc: float64(t.st.Correct) / math.Max(1, float64(t.st.Seen)),
+		ValLoss: vloss, ValAcc: rep.Accuracy, ValMacroF1: rep.MacroF1, Seconds: took.Seconds(), ImagesPerSec: float64(imgs) / took.Seconds()}
+	t.st.History = append(t.st.History, log)
+	t.log.Info("epoch done", "epoch", e+1, "train_loss", round3(log.TrainLoss), "train_acc", round3(log.TrainAcc),
+		"val_acc", round3(log.ValAcc), "val_macro_f1", round3(log.ValMacroF1), "images_per_s", round3(log.ImagesPerSec))
+	t.st.Epoch, t.st.Step, t.st.LossSum, t.st.Correct, t.st.Seen = e+1, 0, 0, 0, 0
+	t.stamp(rep)
+	if err := t.m.Save(filepath.Join(t.cfg.Out, "latest.safetensors")); err != nil {
+		return err
+	}
+	if rep.MacroF1 > t.st.BestF1 || len(t.st.History) == 1 {
+		t.st.BestF1, t.st.BestEpoch, t.st.BadEpochs = rep.MacroF1, e+1, 0
+		if err := t.m.Save(filepath.Join(t.cfg.Out, "best.safetensors")); err != nil {
+			return err
+		}
+	} else if t.st.BadEpochs++; t.cfg.Patience > 0 && t.st.BadEpochs >= t.cfg.Patience {
+		t.log.Info("early stopping: validation macro-F1 has not improved", "epochs", t.st.BadEpochs, "best_epoch", t.st.BestEpoch)
+		t.st.Done = true
+	}
+	if err := writeLogCSV(filepath.Join(t.cfg.Out, "log.csv"), t.st.History); err != nil {
+		return err
+	}
+	return t.saveResumable()
+}
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+func (t *Trainer) stamp(rep Report) {
+	t.m.Meta.Training = &model.TrainingSummary{Dataset: t.data.Root, TrainImages: len(t.data.Train), ValImages: len(t.data.Val),
+		Epochs: t.st.Epoch, BatchSize: t.cfg.BatchSize, ValAccuracy: rep.Accuracy, ValMacroF1: rep.MacroF1, FinishedAt: time.Now().UTC(),
+		Recipe: map[string]string{"schedule": t.cfg.Schedule.Kind, "lr": fmt.Sprint(t.cfg.Schedule.Base), "momentum": fmt.Sprint(t.opt.Momentum),
+			"weight_decay": fmt.Sprint(t.opt.WeightDecay), "train_from": t.cfg.TrainFrom, "seed": fmt.Sprint(t.st.Seed)}}
+}
+
+func (t *Trainer) finish(ctx context.Context) (*Result, error) {
+	best, err := model.Load(filepath.Join(t.cfg.Out, "best.safetensors"))
+	if err != nil {
+		return nil, err
+	}
+	res, err := WriteReports(ctx, t.cfg.Out, best, t.data, t.cfg.BatchSize, t.cfg.Workers)
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteCurvesPNG(t.st.History, filepath.Join(t.cfg.Out, "curves.png")); err != nil {
+		return nil, err
+	}
+	res.History, res.BestEpoch, res.Final = t.st.History, t.st.BestEpoch, t.m
+	return res, nil
+}
+
+// WriteReports evaluates m on the dataset's validation images and writes
+// confusion.csv, report.csv and confusion.png into dir.
+func WriteReports(ctx context.Context, dir string, m *model.Model, data *Dataset, bs, workers int) (*Result, error) {
+	t := &Trainer{cfg: Config{BatchSize: bs, Workers: max(1, workers)}, data: data, m: m, sess: m.NewTrainSession(bs, nil)}
+	md := m.Meta
+	t.aug = Augment{Resize: max(md.Resize, md.InputSize), Crop: md.InputSize, Mean: md.Mean, Std: md.Std}
+	conf, _, err := t.Evaluate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := conf.Report()
+	if err := conf.WriteCSV(filepath.Join(dir, "confusion.csv")); err != nil {
+		return nil, err
+	}
+	if err := rep.WriteCSV(filepath.Join(dir, "report.csv")); err != nil {
+		return nil, err
+	}
+	if err := WriteConfusionPNG(conf, filepath.Join(dir, "confusion.png")); err != nil {
+		return nil, err
+	}
+	return &Result{Best: rep, Confusion: conf}, nil
+}
+
+func writeLogCSV(path string, h []EpochLog) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	w.Write([]string{"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds", "images_per_s"})
+	for _, e := range h {
+		w.Write([]string{strconv.Itoa(e.Epoch), fmt.Sprintf("%g", e.LR), fmt.Sprintf("%.5f", e.TrainLoss), fmt.Sprintf("%.5f", e.TrainAcc),
+			fmt.Sprintf("%.5f", e.ValLoss), fmt.Sprintf("%.5f", e.ValAcc), fmt.Sprintf("%.5f", e.ValMacroF1), fmt.Sprintf("%.1f", e.Seconds), fmt.Sprintf("%.2f", e.ImagesPerSec)})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
