@@ -8,7 +8,7 @@ GOFLAGS   ?=
 PKGS      := ./...
 # Numeric packages are slow under the race detector; their concurrency
 # tests run with -race separately below.
-RACE_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v '/model$$')
+RACE_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v -e '/model$$' -e '/train$$')
 
 .PHONY: all deps build build-purego test test-short vet fmt-check bench demo clean fuzz
 
@@ -37,7 +37,7 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 test: deps fmt-check vet build-purego
-	$(GO) test -count=1 -timeout 15m ./model/...
+	$(GO) test -count=1 -timeout 15m ./model/... ./tools/finetune/train/
 	$(GO) test -count=1 -race -run 'Concurrent|Allocates' ./model/
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 	CGO_ENABLED=0 $(GO) test -count=1 -run 'Reference|Gradients' ./model/

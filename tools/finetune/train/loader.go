@@ -149,3 +149,9 @@ func batches(ctx context.Context, samples []Sample, order []int, bs, workers int
 	}()
 	return out
 }
+
+// LoadImage decodes one image as the model wants it (centre crop).
+func LoadImage(path string, a Augment, dst []float32) error {
+	a.Random = false
+	return loadImage(path, a, nil, dst)
+}
