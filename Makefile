@@ -20,7 +20,7 @@ deps:
 build: deps
 	$(GO) build $(GOFLAGS) ./...
 	@mkdir -p $(BIN)
-	@for d in daemon/cmd/leafwatchd tools/finetune; do \
+	@for d in daemon/cmd/leafwatchd tools/finetune scripts/demovideo; do \
 	  if ls $$d/*.go >/dev/null 2>&1; then echo "go build -o $(BIN)/ ./$$d"; $(GO) build $(GOFLAGS) -o $(BIN)/ ./$$d || exit 1; fi; \
 	done
 
@@ -56,8 +56,8 @@ bench: deps
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 60s ./model/
 
-demo: deps
-	@echo "make demo: the leafwatchd daemon has not landed yet (see the issues); nothing to run."
+demo: build
+	@bash scripts/demo.sh
 
 clean:
 	rm -rf $(BIN)

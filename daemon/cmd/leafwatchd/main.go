@@ -1,0 +1,76 @@
+// Command leafwatchd watches greenhouse plants for leaf disease: it
+// captures frames, classifies them, decides when a disease is really there,
+// and publishes labels and alerts over MQTT.
+//
+//	leafwatchd [-config FILE]          run
+//	leafwatchd check-config FILE       validate a config and exit
+//	leafwatchd print-default-config    print the documented default config
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/leafwatch/leafwatch/daemon"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "print-default-config":
+			fmt.Print(daemon.DefaultConfigYAML())
+			return
+		case "check-config":
+			if len(os.Args) != 3 {
+				fmt.Fprintln(os.Stderr, "usage: leafwatchd check-config FILE")
+				os.Exit(2)
+			}
+			if _, err := daemon.LoadConfig(os.Args[2]); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			fmt.Println(os.Args[2] + ": ok")
+			return
+		case "version":
+			fmt.Println(daemon.Version)
+			return
+		}
+	}
+	cfgPath := flag.String("config", "/etc/leafwatch/leafwatchd.yaml", "configuration file")
+	jsonLogs := flag.Bool("json-logs", false, "log as JSON lines")
+	flag.Parse()
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
+	if *jsonLogs {
+		h = slog.NewJSONHandler(os.Stderr, nil)
+	}
+	log := slog.New(h)
+	slog.SetDefault(log)
+	cfg, err := daemon.LoadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	d, err := daemon.New(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			d.Reload("SIGHUP")
+		}
+	}()
+	if err := d.Run(ctx); err != nil {
+		log.Error("stopped with error", "err", err)
+		os.Exit(1)
+	}
+}

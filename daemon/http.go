@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/leafwatch/leafwatch/mqtt"
+	"github.com/leafwatch/leafwatch/vision"
+)
+
+func (d *Daemon) serveHTTP() (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", d.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.met.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /snapshot/{camera}", d.snapshot)
+	mux.HandleFunc("GET /{$}", d.statusPage)
+	ln, err := net.Listen("tcp", d.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("http listen %s: %w", d.cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	d.log.Info("status page", "url", "http://"+ln.Addr().String()+"/")
+	return srv, nil
+}
+
+type readiness struct {
+	Ready   bool                     `json:"ready"`
+	Model   string                   `json:"model_version"`
+	Broker  bool                     `json:"broker_connected"`
+	Cameras map[string]vision.Status `json:"cameras"`
+	Reload  string                   `json:"last_reload_error,omitempty"`
+}
+
+// readyz: ready when a model is loaded, the broker is connected and every
+// camera delivers frames (or has finished its file).
+func (d *Daemon) readyz(w http.ResponseWriter, r *http.Request) {
+	rd := readiness{Model: d.clf.Load().Model().Meta.Version, Broker: d.pub.Connected(), Cameras: map[string]vision.Status{}}
+	rd.Ready = d.ready.Load() && rd.Broker
+	for _, c := range d.cams {
+		st := c.src.Status()
+		rd.Cameras[c.cfg.Name] = st
+		if st.State != vision.StateConnected && st.State != vision.StateEnded {
+			rd.Ready = false
+		}
+	}
+	if e, ok := d.lastError.Load().(string); ok {
+		rd.Reload = e
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !rd.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(rd)
+}
+
+func (d *Daemon) snapshot(w http.ResponseWriter, r *http.Request) {
+	for _, c := range d.cams {
+		if c.cfg.Name == r.PathValue("camera") {
+			if j := c.snapshotJPEG(); j != nil {
+				w.Header().Set("Content-Type", "image/jpeg")
+				w.Header().Set("Cache-Control", "no-store")
+				w.Write(j)
+				return
+			}
+		}
+	}
+	http.NotFound(w, r)
+}
+
+var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{"pct": func(f float32) float64 { return float64(f) * 100 }}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>Leafwatch — {{.Device}}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em;background:#f4f7f2;color:#1d2a1d}
+h1{font-size:1.4em} .cam{background:#fff;border-radius:8px;padding:1em;margin-bottom:1.5em;box-shadow:0 1px 3px #0002}
+.label{font-size:1.3em;font-weight:600} .alert{color:#c0261b} .ok{color:#237a2a} .unsure{color:#8a6d00}
+img{max-width:100%;border-radius:4px} table{border-collapse:collapse;margin-top:.5em} td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}
+.meta{color:#666;font-size:.9em}
+</style></head><body>
+<h1>Leafwatch · {{.Device}}</h1>
+<p class="meta">model {{.Model}} · engine {{.Engine}} · broker {{if .Broker}}connected{{else}}<b class="alert">disconnected</b>{{end}} · outbox {{.Outbox}} · up {{.Uptime}}</p>
+{{range .Cams}}<div class="cam">
+<h2>{{.Name}} <span class="meta">({{.Status.State}}, {{printf "%.1f" .Status.FPS}} fps{{if .Status.LastError}}, last error: {{.Status.LastError}}{{end}})</span></h2>
+{{if .State.Label}}<p class="label {{.Class}}">{{.State.Display}} — {{printf "%.0f" .Pct}}%</p>
+<p class="meta">frame {{.State.FrameTime.Format "2006-01-02 15:04:05Z"}}</p>
+<img src="/snapshot/{{.Name}}" alt="latest annotated snapshot of {{.Name}}">{{else}}<p class="meta">no sample yet</p>{{end}}
+<h3>Recent alerts</h3>{{if .Alerts}}<table><tr><th>phase</th><th>label</th><th>confidence</th><th>start</th><th>end</th></tr>
+{{range .Alerts}}<tr><td>{{.Phase}}</td><td>{{.Display}}</td><td>{{printf "%.0f" (pct .Confidence)}}%</td><td>{{.Start.Format "01-02 15:04:05"}}</td><td>{{if not .End.IsZero}}{{.End.Format "01-02 15:04:05"}}{{end}}</td></tr>{{end}}
+</table>{{else}}<p class="meta">none</p>{{end}}
+</div>{{end}}
+</body></html>`))
+
+type camView struct {
+	Name   string
+	Status vision.Status
+	State  mqtt.Classification
+	Pct    float64
+	Class  string
+	Alerts []mqtt.Alert
+}
+
+func (d *Daemon) statusPage(w http.ResponseWriter, r *http.Request) {
+	clf := d.clf.Load()
+	data := struct {
+		Device, Model, Engine string
+		Broker                bool
+		Outbox                int
+		Uptime                string
+		Cams                  []camView
+	}{d.cfg.Device, clf.Model().Meta.Version, clf.Engine(), d.pub.Connected(), d.pub.Outbox().Len(), time.Since(d.start).Round(time.Second).String(), nil}
+	for _, c := range d.cams {
+		c.mu.Lock()
+		v := camView{Name: c.cfg.Name, Status: c.src.Status(), State: c.state, Pct: float64(c.state.Confidence) * 100}
+		for i := len(c.alerts) - 1; i >= 0; i-- {
+			v.Alerts = append(v.Alerts, c.alerts[i])
+		}
+		c.mu.Unlock()
+		switch {
+		case v.State.Disease:
+			v.Class = "alert"
+		case v.State.Label == Uncertain:
+			v.Class = "unsure"
+		default:
+			v.Class = "ok"
+		}
+		data.Cams = append(data.Cams, v)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := statusTmpl.Execute(w, data); err != nil {
+		d.log.Error("status page", "err", err)
+	}
+}

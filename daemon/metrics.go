@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+type metrics struct {
+	reg        *prometheus.Registry
+	samples    *prometheus.CounterVec
+	drops      *prometheus.CounterVec
+	decisions  *prometheus.CounterVec
+	alerts     *prometheus.CounterVec
+	inference  prometheus.Histogram
+	reloadOK   prometheus.Counter
+	reloadFail prometheus.Counter
+	modelInfo  *prometheus.GaugeVec
+	lastInfNS  atomic.Int64
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(),
+		samples:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leafwatch_frames_classified_total", Help: "Frames sampled and classified."}, []string{"camera"}),
+		drops:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leafwatch_frames_dropped_total", Help: "Samples skipped, by reason."}, []string{"camera", "reason"}),
+		decisions:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leafwatch_decisions_total", Help: "Decided labels per sample."}, []string{"camera", "label"}),
+		alerts:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leafwatch_alerts_total", Help: "Alert events queued."}, []string{"camera", "phase"}),
+		inference:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "leafwatch_inference_seconds", Help: "Inference latency per frame (all tiles).", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
+		reloadOK:   prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_model_reloads_total", Help: "Successful model reloads."}),
+		reloadFail: prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_model_reload_failures_total", Help: "Refused model reloads."}),
+		modelInfo:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leafwatch_model_info", Help: "The model version serving (value 1)."}, []string{"version"}),
+	}
+	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.modelInfo,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) register(d *Daemon) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_outbox_depth", Help: "Undelivered MQTT messages on disk."},
+		func() float64 { return float64(d.pub.Outbox().Len()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_mqtt_connected", Help: "1 when the broker connection is up."},
+		func() float64 { return b2f(d.pub.Connected()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_mqtt_reconnects_total", Help: "Broker reconnect attempts."},
+		func() float64 { return float64(d.pub.Reconnects()) }))
+	for _, c := range d.cams {
+		src := c.src
+		l := prometheus.Labels{"camera": c.cfg.Name}
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_camera_reconnects_total", Help: "Camera reconnects.", ConstLabels: l},
+			func() float64 { return float64(src.Status().Reconnects) }))
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_camera_frames_total", Help: "Frames captured.", ConstLabels: l},
+			func() float64 { return float64(src.Status().Frames) }))
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_camera_connected", Help: "1 when the camera delivers frames.", ConstLabels: l},
+			func() float64 { return b2f(src.Status().State == "connected") }))
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (m *metrics) setModel(v string) {
+	m.modelInfo.Reset()
+	m.modelInfo.WithLabelValues(v).Set(1)
+}
+
+func (m *metrics) observeInference(d time.Duration) {
+	m.inference.Observe(d.Seconds())
+	m.lastInfNS.Store(int64(d))
+}
+
+func (m *metrics) lastInferenceMS() float64 {
+	return math.Round(float64(m.lastInfNS.Load())/1e4) / 100
+}
+
+func (m *metrics) dropsTotal() float64 {
+	var total float64
+	mfs, _ := m.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "leafwatch_frames_dropped_total" {
+			for _, mt := range mf.GetMetric() {
+				total += counterValue(mt)
+			}
+		}
+	}
+	return total
+}
+
+func counterValue(mt *dto.Metric) float64 {
+	if c := mt.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return 0
+}

@@ -1,0 +1,16 @@
+// Package systemd ships leafwatchd's systemd unit and its documented
+// default configuration; the daemon embeds the config for
+// `leafwatchd print-default-config`.
+package systemd
+
+import _ "embed"
+
+// ExampleConfig is leafwatchd.yaml, the documented default configuration.
+//
+//go:embed leafwatchd.yaml
+var ExampleConfig string
+
+// Unit is leafwatchd.service.
+//
+//go:embed leafwatchd.service
+var Unit string
