@@ -1,0 +1,158 @@
+package model
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestONNXRoundTripIsBitIdentical(t *testing.T) {
+	for _, v := range Variants() {
+		t.Run(string(v), func(t *testing.T) {
+			m, _ := NewRandom(v, 38, 8)
+			m.Meta.Labels = PlantVillageLabels()
+			b1, err := m.ExportONNX()
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := DecodeONNX(b1, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if back.Spec.Variant != v || back.Meta.Labels[7] != m.Meta.Labels[7] || back.Meta.Mean != m.Meta.Mean {
+				t.Fatalf("metadata lost: %v %q", back.Spec.Variant, back.Meta.Labels[7])
+			}
+			for name, p := range m.Params {
+				q := back.Params[name]
+				for i := range p.Data {
+					if p.Data[i] != q.Data[i] {
+						t.Fatalf("%s[%d] changed", name, i)
+					}
+				}
+			}
+			b2, _ := back.ExportONNX()
+			// ONNX → checkpoint → ONNX gives the same file, byte for byte.
+			if !bytes.Equal(b1, b2) {
+				t.Fatalf("re-export differs (%d vs %d bytes)", len(b2), len(b1))
+			}
+		})
+	}
+}
+
+// zooStyle rewrites our export as the ONNX model zoo's BVLC graph looks:
+// Caffe-like names, Dropout nodes, Reshape, no Leafwatch metadata, and
+// optionally external data.
+func TestONNXImportExternalDataAndRefusals(t *testing.T) {
+	m, _ := NewRandom(TorchVision, 5, 2)
+	dir := t.TempDir()
+	// External data: move every initializer's bytes to weights.bin.
+	var ext bytes.Buffer
+	var g pbuf
+	om, _ := parseONNX(must(m.ExportONNX()))
+	for _, n := range om.Graph.Nodes {
+		var attrs [][]byte
+		for name, a := range n.Attrs {
+			switch a.Kind {
+			case 1:
+				attrs = append(attrs, attrFloat(name, a.F))
+			case 2:
+				attrs = append(attrs, attrInt(name, a.I))
+			case 7:
+				attrs = append(attrs, attrInts(name, a.Ints...))
+			}
+		}
+		g = g.bytes(1, nodePB(n.Op, n.Name, n.Inputs, n.Outputs, attrs...))
+	}
+	for _, it := range om.Graph.Inits {
+		var p pbuf
+		p = p.packedInts(1, it.Dims).varint(2, 1).str(8, it.Name).varint(14, 1)
+		var kv pbuf
+		p = p.bytes(13, kv.str(1, "location").str(2, "weights.bin"))
+		kv = nil
+		p = p.bytes(13, kv.str(1, "offset").str(2, itoa(ext.Len())))
+		kv = nil
+		p = p.bytes(13, kv.str(1, "length").str(2, itoa(len(it.Raw))))
+		ext.Write(it.Raw)
+		g = g.bytes(5, p)
+	}
+	g = g.bytes(11, valueInfoPB("input", "N", 3, 224, 224))
+	var mp pbuf
+	var opset pbuf
+	mp = mp.varint(1, 7).bytes(8, opset.str(1, "").varint(2, 9)).bytes(7, g)
+	os.WriteFile(filepath.Join(dir, "weights.bin"), ext.Bytes(), 0o644)
+	os.WriteFile(filepath.Join(dir, "alexnet.onnx"), mp, 0o644)
+	back, err := ImportONNX(filepath.Join(dir, "alexnet.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Params["classifier.6.weight"].Data[3] != m.Params["classifier.6.weight"].Data[3] {
+		t.Fatal("external data not read")
+	}
+	// Truncated external data.
+	os.WriteFile(filepath.Join(dir, "weights.bin"), ext.Bytes()[:ext.Len()/2], 0o644)
+	if _, err := ImportONNX(filepath.Join(dir, "alexnet.onnx")); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Errorf("truncated external data: %v", err)
+	}
+	// A foreign op is refused by name.
+	var bad pbuf
+	bad = bad.bytes(1, nodePB("Conv", "c1", []string{"input", "w"}, []string{"y"})).bytes(1, nodePB("Sigmoid", "sig7", []string{"y"}, []string{"z"}))
+	var badm pbuf
+	badm = badm.bytes(7, bad.bytes(11, valueInfoPB("input", 1, 3, 224, 224)))
+	if _, err := DecodeONNX(badm, ""); err == nil {
+		t.Error("graph with an unknown input accepted")
+	}
+	for name, data := range map[string][]byte{"garbage": []byte("hello, not onnx"), "truncated": must(m.ExportONNX())[:5000], "empty": nil} {
+		if _, err := DecodeONNX(data, ""); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+func TestONNXRefusesUnknownOp(t *testing.T) {
+	om, _ := parseONNX(must(mustModel().ExportONNX()))
+	var g pbuf
+	for i, n := range om.Graph.Nodes {
+		op := n.Op
+		if i == 1 {
+			op = "Sigmoid"
+		}
+		g = g.bytes(1, nodePB(op, n.Name, n.Inputs, n.Outputs))
+	}
+	for _, it := range om.Graph.Inits {
+		var p pbuf
+		g = g.bytes(5, p.packedInts(1, it.Dims).varint(2, 1).str(8, it.Name).bytes(9, it.Raw))
+	}
+	g = g.bytes(11, valueInfoPB("input", 1, 3, 224, 224))
+	var mp pbuf
+	_, err := DecodeONNX(mp.bytes(7, g), "")
+	if err == nil || !strings.Contains(err.Error(), `"relu_1"`) || !strings.Contains(err.Error(), "Sigmoid") {
+		t.Fatalf("error %v does not name the node and op", err)
+	}
+}
+
+func mustModel() *Model { m, _ := NewRandom(TorchVision, 3, 1); return m }
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// FuzzDecodeONNX: no input panics the ONNX reader or makes it allocate
+// beyond what the input holds.
+func FuzzDecodeONNX(f *testing.F) {
+	small, _ := NewRandom(TorchVision, 2, 1)
+	b, _ := small.ExportONNX()
+	f.Add(b[:4096])
+	f.Add([]byte{0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		DecodeONNX(data, "")
+	})
+}
