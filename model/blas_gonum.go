@@ -27,6 +27,11 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	gonumBLAS.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
+// sgemv computes y = alpha*A*x + beta*y for a row-major m×n matrix A.
+func sgemv(m, n int, alpha float32, a []float32, x []float32, beta float32, y []float32) {
+	gonumBLAS.Sgemv(blas.NoTrans, m, n, alpha, a, n, x, 1, beta, y, 1)
+}
+
 // BLASInfo describes the GEMM in use.
 func BLASInfo() string { return blasName }
 

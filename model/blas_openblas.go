@@ -31,6 +31,13 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.blasint(ldc))
 }
 
+// sgemv computes y = alpha*A*x + beta*y for a row-major m×n matrix A.
+func sgemv(m, n int, alpha float32, a []float32, x []float32, beta float32, y []float32) {
+	C.cblas_sgemv(C.CblasRowMajor, C.CblasNoTrans, C.blasint(m), C.blasint(n), C.float(alpha),
+		(*C.float)(unsafe.Pointer(&a[0])), C.blasint(n), (*C.float)(unsafe.Pointer(&x[0])), 1,
+		C.float(beta), (*C.float)(unsafe.Pointer(&y[0])), 1)
+}
+
 // BLASInfo describes the GEMM in use: the library and, for OpenBLAS, the
 // CPU kernel it selected at load time.
 func BLASInfo() string {

@@ -249,6 +249,12 @@ func fcForward(n, inLen, out int, x, wt, bias, y []float32) {
 	for i := 0; i < n; i++ {
 		copy(y[i*out:(i+1)*out], bias)
 	}
+	if n == 1 {
+		// One image: a matrix-vector product, memory-bound on the weights;
+		// GEMV streams them once where GEMM with M=1 wastes its blocking.
+		sgemv(out, inLen, 1, wt, x, 1, y)
+		return
+	}
 	sgemm(false, true, n, out, inLen, 1, x, inLen, wt, inLen, 1, y, out)
 }
 
