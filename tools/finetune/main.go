@@ -27,7 +27,8 @@ const usage = `finetune — make and remake the Leafwatch leaf-disease model
 
 usage:
   finetune synth   --out DIR [--per-class N] [--seed S]        draw synthetic PlantVillage-like leaves
-  finetune import  --from WEIGHTS.safetensors --variant V --out CKPT   torchvision state dict → checkpoint
+  finetune import  --from WEIGHTS.{onnx,safetensors} [--variant V] --out CKPT   ImageNet weights → checkpoint
+  finetune export  --model CKPT --out MODEL.onnx                 checkpoint → ONNX (TensorRT, onnxruntime, OpenCV DNN)
   finetune train   --data DIR --out DIR [--base CKPT] [options]  fine-tune (see finetune train -h)
   finetune eval    --model CKPT --data DIR --out DIR            accuracy, macro-F1, confusion matrix
   finetune predict --model CKPT [--top K] IMAGE...               classify image files
@@ -54,6 +55,8 @@ func main() {
 		err = cmdEval(ctx, os.Args[2:])
 	case "predict":
 		err = cmdPredict(ctx, os.Args[2:])
+	case "export":
+		err = cmdExport(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -88,8 +91,8 @@ func cmdSynth(args []string) error {
 
 func cmdImport(args []string) error {
 	fs := flag.NewFlagSet("import", flag.ExitOnError)
-	from := fs.String("from", "", "torchvision AlexNet state dict saved with safetensors")
-	variant := fs.String("variant", "torchvision", "torchvision or bvlc")
+	from := fs.String("from", "", "ONNX AlexNet (torchvision export or BVLC model zoo), or a torchvision state dict saved with safetensors")
+	variant := fs.String("variant", "torchvision", "for state dicts: torchvision or bvlc (ONNX files are recognised)")
 	labelsFile := fs.String("labels", "", "optional file with one class label per line")
 	out := fs.String("out", "", "checkpoint to write")
 	fs.Parse(args)
@@ -110,7 +113,18 @@ func cmdImport(args []string) error {
 			labels = append(labels, strings.TrimSpace(l))
 		}
 	}
-	m, err := model.ImportStateDict(*from, v, labels)
+	var m *model.Model
+	if strings.EqualFold(filepath.Ext(*from), ".onnx") {
+		m, err = model.ImportONNX(*from)
+		if err == nil && labels != nil {
+			if len(labels) != m.Spec.Classes {
+				return fmt.Errorf("import: %d labels for a %d-way model", len(labels), m.Spec.Classes)
+			}
+			m.Meta.Labels = labels
+		}
+	} else {
+		m, err = model.ImportStateDict(*from, v, labels)
+	}
 	if err != nil {
 		return err
 	}
@@ -283,5 +297,24 @@ func cmdPredict(ctx context.Context, args []string) error {
 	if failed > 0 {
 		return fmt.Errorf("%d of %d images could not be read", failed, fs.NArg())
 	}
+	return nil
+}
+
+func cmdExport(args []string) error {
+	fs := flag.NewFlagSet("export", flag.ExitOnError)
+	ckpt := fs.String("model", "", "checkpoint")
+	out := fs.String("out", "", "ONNX file to write")
+	fs.Parse(args)
+	if *ckpt == "" || *out == "" {
+		return errors.New("export: --model and --out are required")
+	}
+	m, err := model.Load(*ckpt)
+	if err != nil {
+		return err
+	}
+	if err := m.SaveONNX(*out); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	fmt.Printf("wrote %s: opset 13, input \"input\" [batch,3,%d,%d], output \"probabilities\" [batch,%d]\n", *out, m.Spec.InputSize, m.Spec.InputSize, m.Spec.Classes)
 	return nil
 }
