@@ -87,7 +87,7 @@ func (d *Daemon) loadModel() error {
 	if old != nil {
 		d.log.Info("model reloaded", "path", d.cfg.Model, "version", m.Meta.Version, "previous", old.Model().Meta.Version)
 	} else {
-		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine())
+		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "blas", model.BLASInfo())
 		if model.BLASCoreIsGeneric() {
 			d.log.Warn("OpenBLAS picked a generic CPU kernel; set OPENBLAS_CORETYPE (e.g. SkylakeX or Haswell) for 3-6x faster inference", "blas", model.BLASInfo())
 		}

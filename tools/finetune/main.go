@@ -35,6 +35,7 @@ usage:
 `
 
 func main() {
+	model.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 	if len(os.Args) < 2 {

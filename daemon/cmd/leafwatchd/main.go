@@ -17,9 +17,11 @@ import (
 	"syscall"
 
 	"github.com/leafwatch/leafwatch/daemon"
+	"github.com/leafwatch/leafwatch/model"
 )
 
 func main() {
+	model.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "print-default-config":
