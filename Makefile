@@ -10,6 +10,7 @@ PKGS      := ./...
 # tests run with -race separately below.
 RACE_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v -e '/model$$' -e '/train$$')
 
+.PHONY: deps-cuda build-cuda vet-cuda gpu-check
 .PHONY: all deps build build-purego test test-short vet fmt-check bench demo clean fuzz
 
 all: build
@@ -20,7 +21,7 @@ deps:
 build: deps
 	$(GO) build $(GOFLAGS) ./...
 	@mkdir -p $(BIN)
-	@for d in daemon/cmd/leafwatchd tools/finetune scripts/demovideo; do \
+	@for d in daemon/cmd/leafwatchd tools/finetune tools/gpucheck scripts/demovideo; do \
 	  if ls $$d/*.go >/dev/null 2>&1; then echo "go build -o $(BIN)/ ./$$d"; $(GO) build $(GOFLAGS) -o $(BIN)/ ./$$d || exit 1; fi; \
 	done
 
@@ -30,11 +31,27 @@ build-purego:
 	CGO_ENABLED=0 $(GO) build ./model/...
 	CGO_ENABLED=0 $(GO) vet ./model/...
 
+# CUDA: headers and stubs from Debian non-free; compiling needs no GPU.
+deps-cuda:
+	@bash scripts/deps.sh --cuda
+
+vet-cuda: deps-cuda
+	$(GO) vet -tags cuda ./...
+
+build-cuda: deps deps-cuda
+	@mkdir -p $(BIN)/cuda
+	$(GO) build -tags cuda -o $(BIN)/cuda/ ./daemon/cmd/leafwatchd ./tools/finetune ./tools/gpucheck
+
+# Run on a Jetson or a workstation after installing: reports the device,
+# checks CUDA against the CPU engine and prints ms/image.
+gpu-check: build-cuda
+	$(BIN)/cuda/gpucheck
+
 vet:
 	$(GO) vet $(PKGS)
 
 fmt-check:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 test: deps fmt-check vet build-purego
 	$(GO) test -count=1 -timeout 15m ./model/... ./tools/finetune/train/

@@ -72,7 +72,7 @@ func (c *camRunner) sample(ctx context.Context) error {
 		return errNoNewFrame
 	}
 	c.lastSeq = seq
-	clf := c.d.clf.Load()
+	clf := c.d.engine()
 	m := clf.Model()
 	if c.pp == nil || c.ppFor != m {
 		if c.pp != nil {

@@ -23,6 +23,7 @@ import (
 type Config struct {
 	Device    string            `yaml:"device"`
 	Model     string            `yaml:"model"`     // checkpoint path
+	Engine    string            `yaml:"engine"`    // auto, cpu or cuda
 	StateDir  string            `yaml:"state_dir"` // outbox and snapshots
 	Listen    string            `yaml:"listen"`    // HTTP, loopback by default
 	TopK      int               `yaml:"top_k"`
@@ -67,7 +68,7 @@ type DecisionConfig struct {
 func DefaultConfig() Config {
 	m := mqtt.DefaultConfig("greenhouse1")
 	return Config{
-		Device: "greenhouse1", Model: "/var/lib/leafwatch/model.safetensors", StateDir: "/var/lib/leafwatch",
+		Device: "greenhouse1", Model: "/var/lib/leafwatch/model.safetensors", Engine: "auto", StateDir: "/var/lib/leafwatch",
 		Listen: "127.0.0.1:8080", TopK: 3, Broker: "embedded", MQTT: m,
 		Embedded: mqtt.BrokerConfig{Address: "127.0.0.1:1883"}, OutboxMB: 64,
 		Snapshots: SnapshotConfig{Width: 960, Quality: 85, MaxMB: 512}, Stats: time.Minute,
@@ -200,6 +201,9 @@ func (c *Config) validate(root *yaml.Node) []string {
 	}
 	if c.Model == "" {
 		add("no checkpoint path", "model")
+	}
+	if c.Engine != "auto" && c.Engine != "cpu" && c.Engine != "cuda" {
+		add(fmt.Sprintf("%q: use auto, cpu or cuda", c.Engine), "engine")
 	}
 	if c.StateDir == "" {
 		add("no state directory", "state_dir")

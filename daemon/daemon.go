@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/gpu"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/vision"
 )
@@ -23,7 +24,7 @@ var Version = "dev"
 type Daemon struct {
 	cfg   Config
 	log   *slog.Logger
-	clf   atomic.Pointer[model.Classifier]
+	clf   atomic.Pointer[engineBox]
 	pub   *mqtt.Publisher
 	brk   *mqtt.Broker
 	snaps *vision.SnapshotDir
@@ -37,6 +38,12 @@ type Daemon struct {
 	ready     atomic.Bool
 	lastError atomic.Value // string: last reload error
 }
+
+// engineBox lets an interface live in an atomic.Pointer.
+type engineBox struct{ e model.Engine }
+
+// engine is the engine serving now.
+func (d *Daemon) engine() model.Engine { return d.clf.Load().e }
 
 // New loads the model and prepares every part; Run starts them.
 func New(cfg Config, log *slog.Logger) (*Daemon, error) {
@@ -75,17 +82,24 @@ func (d *Daemon) loadModel() error {
 	if err != nil {
 		return err
 	}
-	c := model.NewClassifier(m, model.Options{MaxBatch: 8})
+	c, err := gpu.Select(m, d.cfg.Engine, model.Options{MaxBatch: 8}, d.log)
+	if err != nil {
+		return err
+	}
 	// A test inference proves the model runs before it replaces the old one.
 	probe := make([]float32, m.InputLen())
 	if _, err := c.Classify(context.Background(), probe, 1, 1); err != nil {
+		c.Close()
 		return fmt.Errorf("model %s: test inference failed: %w", d.cfg.Model, err)
 	}
-	old := d.clf.Swap(c)
+	old := d.clf.Swap(&engineBox{c})
 	d.modelMod = st.ModTime()
 	d.met.setModel(m.Meta.Version)
 	if old != nil {
-		d.log.Info("model reloaded", "path", d.cfg.Model, "version", m.Meta.Version, "previous", old.Model().Meta.Version)
+		// In-flight samples holding the old engine finish or get a clear
+		// error; the next sample takes the new one.
+		defer old.e.Close()
+		d.log.Info("model reloaded", "path", d.cfg.Model, "version", m.Meta.Version, "previous", old.e.Model().Meta.Version)
 	} else {
 		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "blas", model.BLASInfo())
 		if model.BLASCoreIsGeneric() {
@@ -246,7 +260,7 @@ func (d *Daemon) statsLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		s := mqtt.Stats{Uptime: time.Since(d.start).Seconds(), FPS: map[string]float64{}, CameraState: map[string]string{},
-			Model: d.clf.Load().Model().Meta.Version, Engine: d.clf.Load().Engine(), InferenceMS: d.met.lastInferenceMS(),
+			Model: d.engine().Model().Meta.Version, Engine: d.engine().Engine(), InferenceMS: d.met.lastInferenceMS(),
 			QueueDrops: uint64(d.met.dropsTotal())}
 		for _, c := range d.cams {
 			st := c.src.Status()
@@ -287,7 +301,7 @@ func (d *Daemon) HandleCommand(ctx context.Context, c mqtt.Command) (any, error)
 		if err := d.Reload("mqtt command"); err != nil {
 			return nil, err
 		}
-		return map[string]string{"model_version": d.clf.Load().Model().Meta.Version}, nil
+		return map[string]string{"model_version": d.engine().Model().Meta.Version}, nil
 	case mqtt.CmdClassify, mqtt.CmdSnapshot:
 		var out []string
 		for _, cam := range d.cams {

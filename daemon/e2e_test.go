@@ -128,7 +128,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	before := len(got["leafwatch/e2e/bench1/state"])
 	waitFor("classifications after the failed reload", func() bool { return len(got["leafwatch/e2e/bench1/state"]) >= before+2 })
-	if v := d.clf.Load().Model().Meta.Version; v != m.Meta.Version {
+	if v := d.engine().Model().Meta.Version; v != m.Meta.Version {
 		t.Fatalf("model version %s after a refused reload", v)
 	}
 	resp, _ = http.Get("http://" + httpAddr + "/metrics")

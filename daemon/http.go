@@ -42,7 +42,7 @@ type readiness struct {
 // readyz: ready when a model is loaded, the broker is connected and every
 // camera delivers frames (or has finished its file).
 func (d *Daemon) readyz(w http.ResponseWriter, r *http.Request) {
-	rd := readiness{Model: d.clf.Load().Model().Meta.Version, Broker: d.pub.Connected(), Cameras: map[string]vision.Status{}}
+	rd := readiness{Model: d.engine().Model().Meta.Version, Broker: d.pub.Connected(), Cameras: map[string]vision.Status{}}
 	rd.Ready = d.ready.Load() && rd.Broker
 	for _, c := range d.cams {
 		st := c.src.Status()
@@ -108,7 +108,7 @@ type camView struct {
 }
 
 func (d *Daemon) statusPage(w http.ResponseWriter, r *http.Request) {
-	clf := d.clf.Load()
+	clf := d.engine()
 	data := struct {
 		Device, Model, Engine string
 		Broker                bool

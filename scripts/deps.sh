@@ -13,6 +13,13 @@ PKGS=(
   openssl                       # test certificates
   ca-certificates
 )
+# --cuda: CUDA 11.8 headers and stub libraries (Debian non-free
+# nvidia-cuda-dev) to build with -tags cuda; no GPU needed to compile.
+CUDA=0
+[[ "${1:-}" == "--cuda" ]] && CUDA=1
+if [[ $CUDA -eq 1 ]]; then
+  PKGS=(nvidia-cuda-dev)
+fi
 if [[ -n "${LEAFWATCH_EXTRA_PKGS:-}" ]]; then
   read -r -a extra <<<"$LEAFWATCH_EXTRA_PKGS"
   PKGS+=("${extra[@]}")
@@ -36,11 +43,31 @@ if [[ ${#missing[@]} -eq 0 ]]; then
 fi
 
 cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+NONFREE=/etc/apt/sources.list.d/leafwatch-nonfree.sources
+add_nonfree() {
+  # nvidia-cuda-dev lives in Debian's non-free component.
+  . /etc/os-release
+  if [[ "${ID:-}" == "debian" && ! -f $NONFREE ]] && ! grep -rqs "non-free" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deps: adding Debian's contrib/non-free components for nvidia-cuda-dev ($NONFREE)"
+    $SUDO tee $NONFREE >/dev/null <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: ${VERSION_CODENAME} ${VERSION_CODENAME}-updates
+Components: contrib non-free
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  fi
+  # Ubuntu ships nvidia-cuda-dev in multiverse.
+  if [[ "${ID:-}" == "ubuntu" ]] && command -v add-apt-repository >/dev/null; then
+    $SUDO add-apt-repository -y multiverse >/dev/null
+  fi
+}
 if [[ $(id -u) -ne 0 ]]; then
   if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
     SUDO=sudo
   else
     echo "deps: missing packages: ${missing[*]}" >&2
+    [[ $CUDA -eq 1 ]] && echo "deps: enable Debian's non-free component (or Ubuntu's multiverse) first" >&2
     echo "deps: run as root:  apt-get update && $cmd" >&2
     exit 1
   fi
@@ -49,5 +76,6 @@ else
 fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+[[ $CUDA -eq 1 ]] && add_nonfree
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

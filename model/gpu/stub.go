@@ -1,0 +1,15 @@
+//go:build !cuda
+
+package gpu
+
+import (
+	"errors"
+
+	"github.com/leafwatch/leafwatch/model"
+)
+
+var errNoCUDA = errors.New("this binary was built without CUDA: rebuild with `make build-cuda` (go build -tags cuda) on a machine with the CUDA toolkit")
+
+func newCUDA(*model.Model, model.Options) (model.Engine, error) { return nil, errNoCUDA }
+
+func available() (bool, string) { return false, errNoCUDA.Error() }
