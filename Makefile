@@ -28,8 +28,8 @@ build: deps
 # A pure-Go build of the engine (gonum BLAS instead of OpenBLAS). Programs
 # need cgo for OpenCV, so this builds the model package only.
 build-purego:
-	CGO_ENABLED=0 $(GO) build ./model/...
-	CGO_ENABLED=0 $(GO) vet ./model/...
+	CGO_ENABLED=0 $(GO) build ./model/ ./model/gpu/
+	CGO_ENABLED=0 $(GO) vet ./model/ ./model/gpu/
 
 # CUDA: headers and stubs from Debian non-free; compiling needs no GPU.
 deps-cuda:

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/leafwatch/leafwatch/internal/mqtttest"
 )
 
 // TestMain doubles as a helper process for tests that must kill a real
@@ -158,7 +160,7 @@ func cfgFor(broker, device string) Config {
 }
 
 func TestPasswordAuth(t *testing.T) {
-	mp := mosquittoPath(t)
+	mp := mqtttest.MosquittoPath(t)
 	dir := t.TempDir()
 	pwfile := filepath.Join(dir, "passwd")
 	if out, err := exec.Command(filepath.Join(filepath.Dir(mp), "..", "bin", "mosquitto_passwd"), "-b", "-c", pwfile, "leaf", "s3cret").CombinedOutput(); err != nil {
@@ -167,17 +169,17 @@ func TestPasswordAuth(t *testing.T) {
 		}
 	}
 	os.Chmod(pwfile, 0o600)
-	b := startMosquitto(t, "password_file "+pwfile, "allow_anonymous false")
+	b := mqtttest.StartMosquitto(t, "password_file "+pwfile, "allow_anonymous false")
 
 	good := filepath.Join(dir, "good")
 	os.WriteFile(good, []byte("s3cret\n"), 0o600)
-	cfg := cfgFor(b.url(), "auth1")
+	cfg := cfgFor(b.URL(), "auth1")
 	cfg.Username, cfg.PasswordFile = "leaf", good
 	p, _ := testPublisher(t, cfg, Options{})
-	waitFor(t, 10*time.Second, "connect with the right password", p.Connected)
+	mqtttest.WaitFor(t, 10*time.Second, "connect with the right password", p.Connected)
 
 	t.Setenv("LEAFWATCH_TEST_PW", "wrong")
-	bad := cfgFor(b.url(), "auth2")
+	bad := cfgFor(b.URL(), "auth2")
 	bad.Username, bad.PasswordEnv = "leaf", "LEAFWATCH_TEST_PW"
 	q, _ := testPublisher(t, bad, Options{})
 	time.Sleep(1500 * time.Millisecond)
@@ -217,16 +219,16 @@ func writeTestPKI(t *testing.T, dir string) (ca, cert, key string) {
 }
 
 func TestTLSWithTestCA(t *testing.T) {
-	mosquittoPath(t)
+	mqtttest.MosquittoPath(t)
 	dir := t.TempDir()
 	ca, cert, key := writeTestPKI(t, dir)
-	b := startMosquitto(t, "cafile "+ca, "certfile "+cert, "keyfile "+key)
-	url := fmt.Sprintf("ssl://127.0.0.1:%d", b.port)
+	b := mqtttest.StartMosquitto(t, "cafile "+ca, "certfile "+cert, "keyfile "+key)
+	url := fmt.Sprintf("ssl://127.0.0.1:%d", b.Port)
 
 	cfg := cfgFor(url, "tls1")
 	cfg.CAFile = ca
 	p, _ := testPublisher(t, cfg, Options{})
-	waitFor(t, 10*time.Second, "TLS connection trusting the test CA", p.Connected)
+	mqtttest.WaitFor(t, 10*time.Second, "TLS connection trusting the test CA", p.Connected)
 
 	untrusted := cfgFor(url, "tls2")
 	q, _ := testPublisher(t, untrusted, Options{})
@@ -243,57 +245,57 @@ func TestTLSWithTestCA(t *testing.T) {
 }
 
 func TestLastWillWhenProcessIsKilled(t *testing.T) {
-	b := startMosquitto(t)
-	sub := newSubscriber(t, b.url(), "will-watch", true, "leafwatch/helper/availability")
-	cmd, sc := helper(t, "online", b.url(), t.TempDir())
+	b := mqtttest.StartMosquitto(t)
+	sub := mqtttest.NewSubscriber(t, b.URL(), "will-watch", true, "leafwatch/helper/availability")
+	cmd, sc := helper(t, "online", b.URL(), t.TempDir())
 	expectLine(t, sc, "READY", 10*time.Second)
-	waitFor(t, 10*time.Second, "online", func() bool {
-		got := sub.on("leafwatch/helper/availability")
+	mqtttest.WaitFor(t, 10*time.Second, "online", func() bool {
+		got := sub.On("leafwatch/helper/availability")
 		return len(got) > 0 && got[len(got)-1] == Online
 	})
 	cmd.Process.Kill()
-	waitFor(t, 10*time.Second, "offline from the last will", func() bool {
-		got := sub.on("leafwatch/helper/availability")
+	mqtttest.WaitFor(t, 10*time.Second, "offline from the last will", func() bool {
+		got := sub.On("leafwatch/helper/availability")
 		return got[len(got)-1] == Offline
 	})
 }
 
 func TestRetainedStateAndDiscoveryForLateSubscriber(t *testing.T) {
-	b := startMosquitto(t)
-	cfg := cfgFor(b.url(), "gh2")
+	b := mqtttest.StartMosquitto(t)
+	cfg := cfgFor(b.URL(), "gh2")
 	p, _ := testPublisher(t, cfg, Options{Cameras: []string{"bench1", "bench2"}, SWVersion: "test"})
-	waitFor(t, 10*time.Second, "connect", p.Connected)
+	mqtttest.WaitFor(t, 10*time.Second, "connect", p.Connected)
 	c := Classification{Camera: "bench1", Label: "Tomato___Late_blight", Display: "Tomato: Late blight", Confidence: 0.93, Disease: true,
 		Top: []Scored{{"Tomato___Late_blight", 0.93}}, Model: "abc", FrameTime: time.Now().UTC()}
 	if err := p.State(c, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "state delivered", func() bool { return p.Outbox().Len() == 0 })
+	mqtttest.WaitFor(t, 10*time.Second, "state delivered", func() bool { return p.Outbox().Len() == 0 })
 
-	late := newSubscriber(t, b.url(), "late", true, "leafwatch/#", "homeassistant/#")
-	waitFor(t, 5*time.Second, "retained state", func() bool { return len(late.on(p.Topics().State("bench1"))) > 0 })
+	late := mqtttest.NewSubscriber(t, b.URL(), "late", true, "leafwatch/#", "homeassistant/#")
+	mqtttest.WaitFor(t, 5*time.Second, "retained state", func() bool { return len(late.On(p.Topics().State("bench1"))) > 0 })
 	var got Classification
-	if err := json.Unmarshal([]byte(late.on(p.Topics().State("bench1"))[0]), &got); err != nil || got.Label != c.Label || !got.Disease {
+	if err := json.Unmarshal([]byte(late.On(p.Topics().State("bench1"))[0]), &got); err != nil || got.Label != c.Label || !got.Disease {
 		t.Fatalf("retained state %+v (%v)", got, err)
 	}
-	if a := late.on(p.Topics().Availability()); len(a) == 0 || a[0] != Online {
+	if a := late.On(p.Topics().Availability()); len(a) == 0 || a[0] != Online {
 		t.Fatalf("availability %v", a)
 	}
 	for topic := range DiscoveryMessages(cfg, []string{"bench1", "bench2"}, "test") {
-		waitFor(t, 5*time.Second, "discovery "+topic, func() bool { return len(late.on(topic)) > 0 })
+		mqtttest.WaitFor(t, 5*time.Second, "discovery "+topic, func() bool { return len(late.On(topic)) > 0 })
 		var hc map[string]any
-		json.Unmarshal([]byte(late.on(topic)[0]), &hc)
+		json.Unmarshal([]byte(late.On(topic)[0]), &hc)
 		dev, _ := hc["device"].(map[string]any)
 		if hc["availability_topic"] != p.Topics().Availability() || dev["sw_version"] != "test" {
 			t.Errorf("%s: %v", topic, hc)
 		}
 	}
 	// Home Assistant restarting asks for discovery again.
-	ha := newSubscriber(t, b.url(), "ha", true, "homeassistant/sensor/#")
-	before := len(ha.on("homeassistant/sensor/gh2/bench1_label/config"))
-	ha.c.Publish("homeassistant/status", 1, false, "online").Wait()
-	waitFor(t, 5*time.Second, "discovery republished after HA birth", func() bool {
-		return len(ha.on("homeassistant/sensor/gh2/bench1_label/config")) > before
+	ha := mqtttest.NewSubscriber(t, b.URL(), "ha", true, "homeassistant/sensor/#")
+	before := len(ha.On("homeassistant/sensor/gh2/bench1_label/config"))
+	ha.C.Publish("homeassistant/status", 1, false, "online").Wait()
+	mqtttest.WaitFor(t, 5*time.Second, "discovery republished after HA birth", func() bool {
+		return len(ha.On("homeassistant/sensor/gh2/bench1_label/config")) > before
 	})
 }
 
@@ -302,26 +304,26 @@ func TestRetainedStateAndDiscoveryForLateSubscriber(t *testing.T) {
 // broker comes back, and a subscriber receives every event id in order.
 func TestOutageNothingLost(t *testing.T) {
 	const n = 20
-	b := startMosquitto(t)
+	b := mqtttest.StartMosquitto(t)
 	// A persistent subscriber session (QoS 1) that outlives the outage.
-	sub := newSubscriber(t, b.url(), "outage-watch", false, "leafwatch/helper/bench/alert")
-	sub.c.Disconnect(100)
-	b.stop()
+	sub := mqtttest.NewSubscriber(t, b.URL(), "outage-watch", false, "leafwatch/helper/bench/alert")
+	sub.C.Disconnect(100)
+	b.Stop()
 
 	outbox := t.TempDir()
-	cmd, sc := helper(t, "enqueue", b.url(), outbox, "LEAFWATCH_N="+strconv.Itoa(n))
+	cmd, sc := helper(t, "enqueue", b.URL(), outbox, "LEAFWATCH_N="+strconv.Itoa(n))
 	expectLine(t, sc, "ENQUEUED", 20*time.Second)
 	cmd.Process.Kill() // power cut: no clean shutdown
 	cmd.Wait()
 
-	deliver, sc2 := helper(t, "deliver", b.url(), outbox)
+	deliver, sc2 := helper(t, "deliver", b.URL(), outbox)
 	time.Sleep(500 * time.Millisecond) // the publisher retries against a dead broker
-	b.start()
-	sub = newSubscriber(t, b.url(), "outage-watch", false, "leafwatch/helper/bench/alert")
+	b.Start()
+	sub = mqtttest.NewSubscriber(t, b.URL(), "outage-watch", false, "leafwatch/helper/bench/alert")
 	line := expectLine(t, sc2, "DRAINED", 30*time.Second)
 	deliver.Wait()
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d alerts", n), func() bool { return len(sub.on("leafwatch/helper/bench/alert")) >= n })
-	got := sub.on("leafwatch/helper/bench/alert")
+	mqtttest.WaitFor(t, 10*time.Second, fmt.Sprintf("%d alerts", n), func() bool { return len(sub.On("leafwatch/helper/bench/alert")) >= n })
+	got := sub.On("leafwatch/helper/bench/alert")
 	seen, dups, last := map[string]bool{}, 0, -1
 	for _, p := range got {
 		var a Alert
@@ -346,7 +348,7 @@ func TestOutageNothingLost(t *testing.T) {
 }
 
 func TestMalformedCommandsGetErrorReplies(t *testing.T) {
-	b := startMosquitto(t)
+	b := mqtttest.StartMosquitto(t)
 	handled := make(chan Command, 10)
 	h := CommandFunc(func(ctx context.Context, c Command) (any, error) {
 		handled <- c
@@ -355,22 +357,22 @@ func TestMalformedCommandsGetErrorReplies(t *testing.T) {
 		}
 		return map[string]string{"camera": c.Camera}, nil
 	})
-	p, _ := testPublisher(t, cfgFor(b.url(), "gh3"), Options{Commands: h})
-	waitFor(t, 10*time.Second, "connect", p.Connected)
+	p, _ := testPublisher(t, cfgFor(b.URL(), "gh3"), Options{Commands: h})
+	mqtttest.WaitFor(t, 10*time.Second, "connect", p.Connected)
 	time.Sleep(200 * time.Millisecond)
-	sub := newSubscriber(t, b.url(), "cmd-watch", true, p.Topics().Result())
+	sub := mqtttest.NewSubscriber(t, b.URL(), "cmd-watch", true, p.Topics().Result())
 	send := func(name, payload string) {
-		sub.c.Publish(p.Topics().Command(name), 1, false, payload).Wait()
+		sub.C.Publish(p.Topics().Command(name), 1, false, payload).Wait()
 	}
 	send("explode", `{}`)
 	send("classify", `{"camera":`)
 	send("snapshot", `{"camera":"bench1","extra":1}`)
 	send("classify", `{"id":"ok1","camera":"bench1"}`)
 	send("reload", `{"id":"r1"}`)
-	waitFor(t, 10*time.Second, "5 results", func() bool { return len(sub.on(p.Topics().Result())) >= 5 })
+	mqtttest.WaitFor(t, 10*time.Second, "5 results", func() bool { return len(sub.On(p.Topics().Result())) >= 5 })
 	results := map[string]Result{}
 	var errs int
-	for _, s := range sub.on(p.Topics().Result()) {
+	for _, s := range sub.On(p.Topics().Result()) {
 		var r Result
 		if err := json.Unmarshal([]byte(s), &r); err != nil {
 			t.Fatal(err)
@@ -408,13 +410,13 @@ func TestEmbeddedBrokerServesPaho(t *testing.T) {
 	if !strings.HasPrefix(br.Addr(), "127.0.0.1:") {
 		t.Fatalf("embedded broker listens on %s, want loopback", br.Addr())
 	}
-	sub := newSubscriber(t, br.URL(), "emb-sub", true, "leafwatch/#")
+	sub := mqtttest.NewSubscriber(t, br.URL(), "emb-sub", true, "leafwatch/#")
 	p, _ := testPublisher(t, cfgFor(br.URL(), "gh4"), Options{})
-	waitFor(t, 10*time.Second, "connect", p.Connected)
+	mqtttest.WaitFor(t, 10*time.Second, "connect", p.Connected)
 	if err := p.Alert(Alert{EventID: "e1", Phase: AlertStart, Camera: "c1", Label: "x"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "alert through the embedded broker", func() bool { return len(sub.on(p.Topics().Alert("c1"))) == 1 })
+	mqtttest.WaitFor(t, 10*time.Second, "alert through the embedded broker", func() bool { return len(sub.On(p.Topics().Alert("c1"))) == 1 })
 
 	// With users configured, wrong credentials are refused.
 	secured, err := StartBroker(BrokerConfig{Address: "127.0.0.1:0", Users: map[string]string{"u": "p"}}, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -1,4 +1,6 @@
-package mqtt
+// Package mqtttest starts a real mosquitto broker on a free loopback port
+// and records what a paho subscriber receives, for tests in any package.
+package mqtttest
 
 import (
 	"bytes"
@@ -16,16 +18,16 @@ import (
 )
 
 // mosquitto is a real broker on a free loopback port, started per test.
-type mosquitto struct {
+type Mosquitto struct {
 	t    testing.TB
 	dir  string
-	port int
+	Port int
 	conf string
 	cmd  *exec.Cmd
 	log  *bytes.Buffer
 }
 
-func mosquittoPath(t testing.TB) string {
+func MosquittoPath(t testing.TB) string {
 	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/bin/mosquitto"} {
 		if _, err := os.Stat(p); err == nil {
 			return p
@@ -38,7 +40,7 @@ func mosquittoPath(t testing.TB) string {
 	return ""
 }
 
-func freePort(t testing.TB) int {
+func FreePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -49,11 +51,11 @@ func freePort(t testing.TB) int {
 
 // startMosquitto writes a config with the given extra lines for the
 // listener and starts the broker.
-func startMosquitto(t testing.TB, extra ...string) *mosquitto {
+func StartMosquitto(t testing.TB, extra ...string) *Mosquitto {
 	t.Helper()
-	m := &mosquitto{t: t, dir: t.TempDir(), port: freePort(t)}
+	m := &Mosquitto{t: t, dir: t.TempDir(), Port: FreePort(t)}
 	conf := []string{
-		fmt.Sprintf("listener %d 127.0.0.1", m.port),
+		fmt.Sprintf("listener %d 127.0.0.1", m.Port),
 		"persistence true",
 		"persistence_location " + m.dir + "/",
 		"log_dest stderr",
@@ -73,22 +75,22 @@ func startMosquitto(t testing.TB, extra ...string) *mosquitto {
 	if err := os.WriteFile(m.conf, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m.start()
-	t.Cleanup(m.stop)
+	m.Start()
+	t.Cleanup(m.Stop)
 	return m
 }
 
-func (m *mosquitto) start() {
+func (m *Mosquitto) Start() {
 	m.t.Helper()
 	m.log = new(bytes.Buffer)
-	m.cmd = exec.Command(mosquittoPath(m.t), "-c", m.conf)
+	m.cmd = exec.Command(MosquittoPath(m.t), "-c", m.conf)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {
 		m.t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", m.addr()); err == nil {
+		if c, err := net.Dial("tcp", m.Addr()); err == nil {
 			c.Close()
 			return
 		}
@@ -98,7 +100,7 @@ func (m *mosquitto) start() {
 }
 
 // stop shuts mosquitto down gracefully, so it saves persistent sessions.
-func (m *mosquitto) stop() {
+func (m *Mosquitto) Stop() {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return
 	}
@@ -114,19 +116,19 @@ func (m *mosquitto) stop() {
 	m.cmd = nil
 }
 
-func (m *mosquitto) addr() string { return fmt.Sprintf("127.0.0.1:%d", m.port) }
-func (m *mosquitto) url() string  { return "tcp://" + m.addr() }
+func (m *Mosquitto) Addr() string { return fmt.Sprintf("127.0.0.1:%d", m.Port) }
+func (m *Mosquitto) URL() string  { return "tcp://" + m.Addr() }
 
 // subscriber records every message on its filters.
-type subscriber struct {
-	c    paho.Client
+type Subscriber struct {
+	C    paho.Client
 	mu   sync.Mutex
 	msgs []paho.Message
 }
 
-func newSubscriber(t testing.TB, broker, id string, clean bool, filters ...string) *subscriber {
+func NewSubscriber(t testing.TB, broker, id string, clean bool, filters ...string) *Subscriber {
 	t.Helper()
-	s := &subscriber{}
+	s := &Subscriber{}
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(clean).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
 		SetMaxReconnectInterval(500 * time.Millisecond).SetOrderMatters(true)
@@ -140,23 +142,23 @@ func newSubscriber(t testing.TB, broker, id string, clean bool, filters ...strin
 	// Messages for a resumed session can arrive before the subscription
 	// handler is set: route them here too.
 	o.SetDefaultPublishHandler(s.record)
-	s.c = paho.NewClient(o)
-	if tok := s.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	s.C = paho.NewClient(o)
+	if tok := s.C.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscriber connect: %v", tok.Error())
 	}
 	time.Sleep(100 * time.Millisecond) // let the subscription settle
-	t.Cleanup(func() { s.c.Disconnect(100) })
+	t.Cleanup(func() { s.C.Disconnect(100) })
 	return s
 }
 
-func (s *subscriber) record(_ paho.Client, m paho.Message) {
+func (s *Subscriber) record(_ paho.Client, m paho.Message) {
 	s.mu.Lock()
 	s.msgs = append(s.msgs, m)
 	s.mu.Unlock()
 }
 
 // on returns the payloads received on a topic so far.
-func (s *subscriber) on(topic string) []string {
+func (s *Subscriber) On(topic string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
@@ -169,7 +171,7 @@ func (s *subscriber) on(topic string) []string {
 }
 
 // waitFor polls until cond holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
