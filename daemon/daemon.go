@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/leafwatch/leafwatch/model"
@@ -335,4 +337,28 @@ func (d *Daemon) HandleCommand(ctx context.Context, c mqtt.Command) (any, error)
 		return map[string]any{"cameras": out}, nil
 	}
 	return nil, errors.New("unknown command")
+}
+
+// RunFile is leafwatchd's main loop: load the config, start, reload the
+// model on SIGHUP, and shut down cleanly on SIGTERM or SIGINT.
+func RunFile(cfgPath string, log *slog.Logger) error {
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	d, err := New(cfg, log)
+	if err != nil {
+		return fmt.Errorf("cannot start: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			d.Reload("SIGHUP")
+		}
+	}()
+	return d.Run(ctx)
 }

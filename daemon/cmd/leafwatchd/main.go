@@ -8,13 +8,10 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/leafwatch/leafwatch/daemon"
 	"github.com/leafwatch/leafwatch/model"
@@ -52,27 +49,8 @@ func main() {
 	}
 	log := slog.New(h)
 	slog.SetDefault(log)
-	cfg, err := daemon.LoadConfig(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	d, err := daemon.New(cfg, log)
-	if err != nil {
-		log.Error("cannot start", "err", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		for range hup {
-			d.Reload("SIGHUP")
-		}
-	}()
-	if err := d.Run(ctx); err != nil {
-		log.Error("stopped with error", "err", err)
+	if err := daemon.RunFile(*cfgPath, log); err != nil {
+		log.Error("leafwatchd stopped", "err", err)
 		os.Exit(1)
 	}
 }
