@@ -66,7 +66,8 @@ test-short: deps
 # Benchmarks run as OpenBLAS detects the CPU; set OPENBLAS_CORETYPE (e.g.
 # SkylakeX, Haswell) to compare kernels when it falls back to Prescott.
 bench: deps
-	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia' -benchtime 10x ./model/ && \
+	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia|TrainStep' -benchtime 5x ./model/ && \
+	   $(GO) test -run XXX -bench VsOpenCVDNN -benchtime 5x ./model/dnncheck/ && \
 	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/ && \
 	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/; } | tee /dev/stderr | scripts/benchsummary.sh
 

@@ -88,3 +88,29 @@ func BenchmarkSteadyStateRSS(b *testing.B) {
 		b.ReportMetric((at1000-at100)/1024, "growth_MB")
 	}
 }
+
+// BenchmarkTrainStep measures full-network training (forward, backward,
+// every layer trainable) at batch 16, in images/s.
+func BenchmarkTrainStep(b *testing.B) {
+	for _, v := range Variants() {
+		b.Run(string(v)+"/batch16", func(b *testing.B) {
+			m, _ := NewRandom(v, 38, 1)
+			s := m.NewTrainSession(16, rand.New(rand.NewPCG(1, 1)))
+			x := randInput(rand.New(rand.NewPCG(2, 2)), 16*m.InputLen())
+			labels := make([]int, 16)
+			for i := range labels {
+				labels[i] = i % 38
+			}
+			s.ZeroGrad()
+			s.Step(x, labels, 0)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s.ZeroGrad()
+				if _, _, err := s.Step(x, labels, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(16*b.N)/b.Elapsed().Seconds(), "images/s")
+		})
+	}
+}
