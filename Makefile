@@ -72,7 +72,8 @@ bench: deps
 	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/; } | tee /dev/stderr | scripts/benchsummary.sh
 
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 60s ./model/
+	$(GO) test -run XXX -fuzz '^FuzzDecode$$' -fuzztime 60s ./model/
+	$(GO) test -run XXX -fuzz '^FuzzDecodeONNX$$' -fuzztime 60s ./model/
 
 demo: build
 	@bash scripts/demo.sh
