@@ -180,8 +180,6 @@ func lrnWindow(c, size, channels int) (int, int) {
 func lrnForward(l *Layer, in Shape3, x, y, scale []float32) {
 	hw := in.H * in.W
 	a := l.Alpha / float32(l.Size)
-	beta := float64(l.Beta)
-	fast := l.Beta == 0.75
 	for c := 0; c < in.C; c++ {
 		lo, hi := lrnWindow(c, l.Size, in.C)
 		for i := 0; i < hw; i++ {
@@ -194,15 +192,7 @@ func lrnForward(l *Layer, in Shape3, x, y, scale []float32) {
 			if scale != nil {
 				scale[c*hw+i] = sc
 			}
-			var f float32
-			if fast {
-				// sc^-0.75 = 1/(sqrt(sc)·sqrt(sqrt(sc))), far cheaper than Pow.
-				r := float32(math.Sqrt(float64(sc)))
-				f = 1 / (r * float32(math.Sqrt(float64(r))))
-			} else {
-				f = float32(math.Pow(float64(sc), -beta))
-			}
-			y[c*hw+i] = x[c*hw+i] * f
+			y[c*hw+i] = x[c*hw+i] * powNegBeta(sc, l.Beta)
 		}
 	}
 }
@@ -222,9 +212,19 @@ func lrnBackward(l *Layer, in Shape3, x, y, scale, dy, dx []float32) {
 				acc += dy[j*hw+i] * y[j*hw+i] / scale[j*hw+i]
 			}
 			k := c*hw + i
-			dx[k] = dy[k]*float32(math.Pow(float64(scale[k]), -float64(l.Beta))) - coef*x[k]*acc
+			dx[k] = dy[k]*powNegBeta(scale[k], l.Beta) - coef*x[k]*acc
 		}
 	}
+}
+
+// powNegBeta is s^-β; AlexNet's β = 0.75 takes a square-root path that is
+// far cheaper than Pow: s^-0.75 = 1/(√s·√√s).
+func powNegBeta(s, beta float32) float32 {
+	if beta == 0.75 {
+		r := float32(math.Sqrt(float64(s)))
+		return 1 / (r * float32(math.Sqrt(float64(r))))
+	}
+	return float32(math.Pow(float64(s), -float64(beta)))
 }
 
 func reluForward(x []float32) {

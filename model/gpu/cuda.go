@@ -25,25 +25,33 @@ import (
 //go:embed kernels.cu
 var kernelSource string
 
-var kernelNames = []string{"im2col", "fill_rows", "fill_cols", "relu", "maxpool", "lrn", "softmax"}
+var kernelNames = []string{"im2col", "fill_rows", "fill_cols", "relu", "maxpool", "lrn", "softmax",
+	"fill", "mul", "relu_bwd", "maxpool_train", "maxpool_bwd", "lrn_train", "lrn_bwd", "col2im",
+	"bias_grad_rows", "bias_grad_cols", "softmax_ce", "sgd"}
+
+// device is one CUDA context with the compiled kernels and a cuBLAS
+// handle; the inference Engine and the training Trainer each own one.
+type device struct {
+	name string
+	ctx  cu.CUContext
+	mod  cu.Module
+	fns  map[string]cu.Function
+	bl   *cublas.Standard
+	bufs []cu.DevicePtr // everything allocated, for release
+}
 
 // Engine runs a model on a CUDA device. Weights are uploaded once;
 // activation buffers are allocated for MaxBatch images and reused.
 type Engine struct {
-	m    *model.Model
-	name string
-	cap  int
+	*device
+	m   *model.Model
+	cap int
 
 	mu      sync.Mutex // one inference at a time: the device serialises anyway
 	closed  bool
-	ctx     cu.CUContext
-	mod     cu.Module
-	fns     map[string]cu.Function
-	bl      *cublas.Standard
 	weights map[string]cu.DevicePtr
 	acts    []cu.DevicePtr // acts[i]: input of layer i (in-place layers share)
 	col     cu.DevicePtr
-	bufs    []cu.DevicePtr // everything allocated, for Close
 	shapes  []model.Shape3
 }
 
@@ -58,15 +66,12 @@ func available() (bool, string) {
 	return true, ""
 }
 
-func newCUDA(m *model.Model, opt model.Options) (model.Engine, error) {
+// openDevice creates a context on device 0 and compiles the kernels for it.
+// Call with the OS thread locked; the context stays current on it.
+func openDevice() (*device, error) {
 	if ok, why := available(); !ok {
 		return nil, fmt.Errorf("%s", why)
 	}
-	if opt.MaxBatch <= 0 {
-		opt.MaxBatch = 8
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	dev, err := cu.GetDevice(0)
 	if err != nil {
 		return nil, err
@@ -78,34 +83,52 @@ func newCUDA(m *model.Model, opt model.Options) (model.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CUDA context: %w", err)
 	}
-	e := &Engine{m: m, cap: opt.MaxBatch, ctx: ctx, fns: map[string]cu.Function{}, weights: map[string]cu.DevicePtr{},
-		name: fmt.Sprintf("cuda/%s (sm_%d%d)", name, major, minor)}
+	d := &device{ctx: ctx, fns: map[string]cu.Function{}, name: fmt.Sprintf("cuda/%s (sm_%d%d)", name, major, minor)}
+	prog, err := nvrtc.CreateProgram(kernelSource, "kernels.cu")
+	if err != nil {
+		d.release()
+		return nil, fmt.Errorf("NVRTC: %w", err)
+	}
+	defer prog.Destroy()
+	if err := prog.Compile(fmt.Sprintf("--gpu-architecture=compute_%d%d", major, minor)); err != nil {
+		log, _ := prog.GetLog()
+		d.release()
+		return nil, fmt.Errorf("NVRTC compile: %w\n%s", err, log)
+	}
+	ptx, err := prog.GetPTX()
+	if err != nil {
+		d.release()
+		return nil, err
+	}
+	if d.mod, err = cu.LoadData(ptx); err != nil {
+		d.release()
+		return nil, fmt.Errorf("load kernels: %w", err)
+	}
+	for _, k := range kernelNames {
+		if d.fns[k], err = d.mod.Function(k); err != nil {
+			d.release()
+			return nil, fmt.Errorf("kernel %s: %w", k, err)
+		}
+	}
+	d.bl = cublas.New()
+	return d, nil
+}
+
+func newCUDA(m *model.Model, opt model.Options) (model.Engine, error) {
+	if opt.MaxBatch <= 0 {
+		opt.MaxBatch = 8
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	d, err := openDevice()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{device: d, m: m, cap: opt.MaxBatch, weights: map[string]cu.DevicePtr{}}
 	fail := func(err error) (model.Engine, error) {
 		e.release()
 		return nil, err
 	}
-	prog, err := nvrtc.CreateProgram(kernelSource, "kernels.cu")
-	if err != nil {
-		return fail(fmt.Errorf("NVRTC: %w", err))
-	}
-	defer prog.Destroy()
-	if err := prog.Compile(fmt.Sprintf("--gpu-architecture=compute_%d%d", major, minor), "--use_fast_math"); err != nil {
-		log, _ := prog.GetLog()
-		return fail(fmt.Errorf("NVRTC compile: %w\n%s", err, log))
-	}
-	ptx, err := prog.GetPTX()
-	if err != nil {
-		return fail(err)
-	}
-	if e.mod, err = cu.LoadData(ptx); err != nil {
-		return fail(fmt.Errorf("load kernels: %w", err))
-	}
-	for _, k := range kernelNames {
-		if e.fns[k], err = e.mod.Function(k); err != nil {
-			return fail(fmt.Errorf("kernel %s: %w", k, err))
-		}
-	}
-	e.bl = cublas.New()
 	for name, t := range m.Params {
 		p, err := e.alloc(len(t.Data))
 		if err != nil {
@@ -143,7 +166,7 @@ func newCUDA(m *model.Model, opt model.Options) (model.Engine, error) {
 	return e, nil
 }
 
-func (e *Engine) alloc(floats int) (cu.DevicePtr, error) {
+func (e *device) alloc(floats int) (cu.DevicePtr, error) {
 	p, err := cu.MemAlloc(int64(max(floats, 1)) * 4)
 	if err != nil {
 		return 0, fmt.Errorf("GPU memory (%d MB): %w", floats*4>>20, err)
@@ -152,7 +175,7 @@ func (e *Engine) alloc(floats int) (cu.DevicePtr, error) {
 	return p, nil
 }
 
-func (e *Engine) release() {
+func (e *device) release() {
 	for _, p := range e.bufs {
 		cu.MemFree(p)
 	}
@@ -181,6 +204,22 @@ func (e *Engine) Close() error {
 func (e *Engine) Model() *model.Model { return e.m }
 func (e *Engine) Engine() string      { return e.name }
 
+// upload copies host floats to the device.
+func upload(p cu.DevicePtr, x []float32) error {
+	if len(x) == 0 {
+		return nil
+	}
+	return cu.MemcpyHtoD(p, unsafe.Pointer(&x[0]), int64(len(x)*4))
+}
+
+// download copies device floats to the host.
+func download(x []float32, p cu.DevicePtr) error {
+	if len(x) == 0 {
+		return nil
+	}
+	return cu.MemcpyDtoH(unsafe.Pointer(&x[0]), p, int64(len(x)*4))
+}
+
 // slice views device memory as a []float32 for the cuBLAS binding, which
 // passes &s[0] straight to cuBLAS; the memory is never touched from Go.
 func slice(p cu.DevicePtr, n int) []float32 {
@@ -189,7 +228,7 @@ func slice(p cu.DevicePtr, n int) []float32 {
 
 // sgemm computes row-major C = op(A)·op(B) + beta·C with column-major
 // cuBLAS by swapping the operands.
-func (e *Engine) sgemm(tA, tB bool, m, n, k int, a cu.DevicePtr, lda int, b cu.DevicePtr, ldb int, beta float32, c cu.DevicePtr, ldc int) error {
+func (e *device) sgemm(tA, tB bool, m, n, k int, a cu.DevicePtr, lda int, b cu.DevicePtr, ldb int, beta float32, c cu.DevicePtr, ldc int) error {
 	ta, tb := blas.NoTrans, blas.NoTrans
 	if tA {
 		ta = blas.Trans
@@ -201,7 +240,7 @@ func (e *Engine) sgemm(tA, tB bool, m, n, k int, a cu.DevicePtr, lda int, b cu.D
 	return e.bl.Err()
 }
 
-func (e *Engine) launch(name string, n int, args ...any) error {
+func (e *device) launch(name string, n int, args ...any) error {
 	params := make([]unsafe.Pointer, len(args))
 	vals := make([]uint64, len(args))
 	for i, a := range args {

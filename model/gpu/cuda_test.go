@@ -94,3 +94,67 @@ func TestCUDAMemoryFlat(t *testing.T) {
 		t.Fatalf("free device memory fell by %d bytes over 1000 inferences", before-after)
 	}
 }
+
+// TestCUDATrainStepMatchesCPU: one SGD step (forward with dropout,
+// backward, momentum and weight decay) on the device gives the CPU step's
+// weights within 1e-4 relative to each tensor's scale.
+func TestCUDATrainStepMatchesCPU(t *testing.T) {
+	needGPU(t)
+	for _, v := range model.Variants() {
+		t.Run(string(v), func(t *testing.T) {
+			cpuM, _ := model.NewRandom(v, 5, 3)
+			gpuM, _ := model.NewRandom(v, 5, 3)
+			const n = 2
+			rng := rand.New(rand.NewPCG(4, 4))
+			x := make([]float32, n*cpuM.InputLen())
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+			labels := []int{1, 3}
+			// CPU reference: session + the same SGD arithmetic.
+			s := cpuM.NewTrainSession(n, rand.New(rand.NewPCG(9, 9)))
+			s.ZeroGrad()
+			lossCPU, _, err := s.Step(x, labels, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const lr, mom, decay = 0.01, 0.9, 5e-4
+			for name, p := range cpuM.Params {
+				d := float32(decay)
+				if len(p.Shape) == 1 {
+					d = 0
+				}
+				for i, w := range p.Data {
+					vi := s.Grads[name].Data[i] + d*w
+					p.Data[i] = w - lr*vi
+				}
+			}
+			tr, err := NewTrainer(gpuM, n, OptimSettings{Momentum: mom, WeightDecay: decay})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			lossGPU, _, err := tr.Step(0, x, labels, 0, lr, rand.New(rand.NewPCG(9, 9)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Sync(nil); err != nil {
+				t.Fatal(err)
+			}
+			if math.Abs(lossCPU-lossGPU) > 1e-3*math.Max(1, math.Abs(lossCPU)) {
+				t.Errorf("loss: cpu %g, cuda %g", lossCPU, lossGPU)
+			}
+			for name, p := range cpuM.Params {
+				q := gpuM.Params[name]
+				scale, worst := 1e-6, 0.0
+				for i := range p.Data {
+					scale = math.Max(scale, math.Abs(float64(p.Data[i])))
+					worst = math.Max(worst, math.Abs(float64(p.Data[i]-q.Data[i])))
+				}
+				if worst/scale > 1e-4 {
+					t.Errorf("%s: max diff %g (scale %g)", name, worst, scale)
+				}
+			}
+		})
+	}
+}

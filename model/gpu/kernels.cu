@@ -71,3 +71,127 @@ __global__ void softmax(float* z, long long n, long long classes) {
 }
 
 }
+
+// ---- training ----
+extern "C" {
+
+__global__ void fill(float* x, long long n, double v) {
+    LOOP(i, n) { x[i] = (float)v; }
+}
+
+__global__ void mul(float* x, const float* m, long long n) {
+    LOOP(i, n) { x[i] *= m[i]; }
+}
+
+__global__ void relu_bwd(const float* y, float* dy, long long n) {
+    LOOP(i, n) { if (y[i] <= 0.0f) dy[i] = 0.0f; }
+}
+
+// Max-pool that records the winning input index of each output.
+__global__ void maxpool_train(const float* x, float* y, int* arg, long long c, long long h, long long w,
+                              long long oh, long long ow, long long k, long long s, long long pad) {
+    LOOP(i, c * oh * ow) {
+        long long ox = i % ow, oy = (i / ow) % oh, ch = i / (oh * ow);
+        long long y0 = oy * s - pad, x0 = ox * s - pad;
+        long long y1 = min(y0 + k, h), x1 = min(x0 + k, w);
+        y0 = max(y0, 0LL); x0 = max(x0, 0LL);
+        float best = -3.402823466e38f; long long bi = -1;
+        for (long long yy = y0; yy < y1; yy++)
+            for (long long xx = x0; xx < x1; xx++) {
+                long long j = (ch * h + yy) * w + xx;
+                if (bi < 0 || x[j] > best) { best = x[j]; bi = j; }
+            }
+        y[i] = best; arg[i] = (int)bi;
+    }
+}
+
+// dx must be zeroed; overlapping windows make atomics necessary.
+__global__ void maxpool_bwd(const float* dy, const int* arg, float* dx, long long n) {
+    LOOP(i, n) { atomicAdd(&dx[arg[i]], dy[i]); }
+}
+
+__global__ void lrn_train(const float* x, float* y, float* scale, long long c, long long hw, long long size,
+                          double alpha, double beta, double bias) {
+    LOOP(i, c * hw) {
+        long long ch = i / hw, p = i % hw;
+        long long lo = max(ch - (size - 1) / 2, 0LL), hi = min(ch + size / 2, c - 1);
+        float s = 0.0f;
+        for (long long cc = lo; cc <= hi; cc++) { float v = x[cc * hw + p]; s += v * v; }
+        float sc = (float)bias + (float)(alpha / size) * s;
+        scale[i] = sc;
+        y[i] = x[i] * powf(sc, -(float)beta);
+    }
+}
+
+// dx_c = dy_c·s_c^-β − 2αβ/n · x_c · Σ_{j: c∈win(j)} dy_j·y_j/s_j
+__global__ void lrn_bwd(const float* x, const float* y, const float* scale, const float* dy, float* dx,
+                        long long c, long long hw, long long size, double alpha, double beta) {
+    LOOP(i, c * hw) {
+        long long ch = i / hw, p = i % hw;
+        long long jlo = max(ch - size / 2, 0LL), jhi = min(ch + (size - 1) / 2, c - 1);
+        float acc = 0.0f;
+        for (long long j = jlo; j <= jhi; j++) { long long q = j * hw + p; acc += dy[q] * y[q] / scale[q]; }
+        dx[i] = dy[i] * powf(scale[i], -(float)beta) - (float)(2.0 * alpha * beta / size) * x[i] * acc;
+    }
+}
+
+// Adjoint of im2col, gathering (deterministic): dx[c0+c][iy][ix] = Σ col entries that read it.
+__global__ void col2im(const float* col, long long h, long long w, long long c0, long long cin, long long k,
+                       long long stride, long long pad, long long oh, long long ow, float* dx) {
+    LOOP(i, cin * h * w) {
+        long long ix = i % w, iy = (i / w) % h, c = i / (h * w);
+        float s = 0.0f;
+        for (long long ky = 0; ky < k; ky++) {
+            long long ty = iy + pad - ky;
+            if (ty < 0 || ty % stride != 0) continue;
+            long long oy = ty / stride; if (oy >= oh) continue;
+            for (long long kx = 0; kx < k; kx++) {
+                long long tx = ix + pad - kx;
+                if (tx < 0 || tx % stride != 0) continue;
+                long long ox = tx / stride; if (ox >= ow) continue;
+                s += col[((c * k + ky) * k + kx) * oh * ow + oy * ow + ox];
+            }
+        }
+        dx[(c0 + c) * h * w + iy * w + ix] = s;
+    }
+}
+
+// db[r] += Σ_c dy[r][c]
+__global__ void bias_grad_rows(const float* dy, float* db, long long rows, long long cols) {
+    LOOP(r, rows) { float s = 0.0f; for (long long c = 0; c < cols; c++) s += dy[r * cols + c]; db[r] += s; }
+}
+
+// db[o] += Σ_i dy[i][o]
+__global__ void bias_grad_cols(const float* dy, float* db, long long n, long long out) {
+    LOOP(o, out) { float s = 0.0f; for (long long i = 0; i < n; i++) s += dy[i * out + o]; db[o] += s; }
+}
+
+// Softmax cross-entropy: dlogits = (p − onehot)/n, loss and correctness per row.
+__global__ void softmax_ce(const float* z, const int* labels, float* dz, float* loss, float* correct,
+                           long long n, long long k) {
+    LOOP(r, n) {
+        const float* row = z + r * k;
+        float m = row[0]; long long best = 0;
+        for (long long j = 1; j < k; j++) { if (row[j] > m) { m = row[j]; best = j; } }
+        double s = 0.0;
+        for (long long j = 0; j < k; j++) s += exp((double)(row[j] - m));
+        int y = labels[r];
+        for (long long j = 0; j < k; j++) {
+            double p = exp((double)(row[j] - m)) / s;
+            dz[r * k + j] = (float)((p - (j == y ? 1.0 : 0.0)) / n);
+        }
+        loss[r] = (float)(log(s) - (double)(row[y] - m));
+        correct[r] = (best == y) ? 1.0f : 0.0f;
+    }
+}
+
+// SGD with momentum and L2 decay on the weights: v = μv + g + λw; w −= lr·v.
+__global__ void sgd(float* w, const float* g, float* v, long long n, double lr, double mom, double decay) {
+    LOOP(i, n) {
+        float vi = (float)mom * v[i] + g[i] + (float)decay * w[i];
+        v[i] = vi;
+        w[i] -= (float)lr * vi;
+    }
+}
+
+}

@@ -13,3 +13,5 @@ var errNoCUDA = errors.New("this binary was built without CUDA: rebuild with `ma
 func newCUDA(*model.Model, model.Options) (model.Engine, error) { return nil, errNoCUDA }
 
 func available() (bool, string) { return false, errNoCUDA.Error() }
+
+func newTrainer(*model.Model, int, OptimSettings) (TrainStepper, error) { return nil, errNoCUDA }

@@ -162,17 +162,9 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.BoolVar(&cfg.Balanced, "balanced", false, "class-balanced sampling")
 	fs.IntVar(&cfg.Patience, "patience", 0, "stop after this many epochs without a better val macro-F1 (0 = never)")
 	fs.IntVar(&cfg.Workers, "workers", 2, "image decoding goroutines")
-	engine := fs.String("engine", "auto", "auto, cpu or cuda (training runs on the CPU engine; see README)")
+	engine := fs.String("engine", "auto", "auto (CUDA when built with it and a GPU is present), cpu or cuda")
 	fs.Parse(args)
-	switch *engine {
-	case "cpu":
-	case "auto":
-		log.Info("engine selected", "engine", "cpu/"+model.BLASInfo(), "why", "training on CUDA is not implemented yet; the CUDA engine does inference")
-	case "cuda":
-		return errors.New("--engine cuda: training on CUDA is not implemented yet (the CUDA engine does inference only); use --engine cpu or auto")
-	default:
-		return fmt.Errorf("--engine %q: use auto, cpu or cuda", *engine)
-	}
+	cfg.Engine = *engine
 	if cfg.Data == "" || cfg.Out == "" {
 		return errors.New("train: --data and --out are required")
 	}
@@ -227,6 +219,7 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer tr.Close()
 	res, err := tr.Run(ctx)
 	if err != nil {
 		if errors.Is(err, train.ErrInterrupted) {

@@ -35,7 +35,15 @@ func (t *Trainer) buildFeatureCache(ctx context.Context) (*featureCache, error) 
 			if len(b.labels) == 0 {
 				continue
 			}
-			f := t.sess.Features(b.x, len(b.labels), t.from)
+			var f []float32
+			if t.dev != nil {
+				var err error
+				if f, err = t.dev.Features(b.x, len(b.labels), t.from); err != nil {
+					return nil, nil, err
+				}
+			} else {
+				f = t.sess.Features(b.x, len(b.labels), t.from)
+			}
 			feats = append(feats, f[:len(b.labels)*fc.fl]...)
 			labels = append(labels, b.labels...)
 		}

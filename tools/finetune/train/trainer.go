@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/gpu"
 )
 
 // ErrInterrupted is returned when ctx ends a run; a resumable state was saved.
@@ -46,6 +47,8 @@ type Config struct {
 	Patience      int // epochs without a better val macro-F1 before stopping; 0 = never
 	Workers       int
 	MaxSteps      int // stop (as if interrupted) after this many batches; for tests
+	// Engine is auto, cpu or cuda: where the training passes run.
+	Engine string
 
 	Out      string
 	Progress io.Writer
@@ -75,6 +78,7 @@ type Trainer struct {
 
 	first, from int // first trained layer; layer whose input is fed
 	feat        *featureCache
+	dev         gpu.TrainStepper // nil: the CPU engine
 }
 
 // NewTrainer prepares a run on a model whose head already matches the
@@ -160,7 +164,39 @@ func NewTrainer(cfg Config, data *Dataset, m *model.Model, opt *SGD, st *State) 
 		}
 	}
 	t.sess = m.NewTrainSession(cfg.BatchSize, nil)
+	switch cfg.Engine {
+	case "", "cpu":
+	case "auto", "cuda":
+		dev, err := gpu.NewTrainer(m, cfg.BatchSize, gpu.OptimSettings{Momentum: opt.Momentum, WeightDecay: opt.WeightDecay, Mult: opt.Mult, Velocity: opt.Velocity})
+		switch {
+		case err == nil:
+			t.dev = dev
+			cfg.Log.Info("engine selected", "engine", dev.Name(), "why", "CUDA device available")
+		case cfg.Engine == "cuda":
+			return nil, fmt.Errorf("--engine cuda: %w", err)
+		default:
+			cfg.Log.Info("engine selected", "engine", "cpu/"+model.BLASInfo(), "why", "no CUDA: "+err.Error())
+		}
+	default:
+		return nil, fmt.Errorf("engine %q: use auto, cpu or cuda", cfg.Engine)
+	}
 	return t, nil
+}
+
+// Close releases the training device, if any.
+func (t *Trainer) Close() error {
+	if t.dev != nil {
+		return t.dev.Close()
+	}
+	return nil
+}
+
+// sync brings device weights and momentum back before anything is saved.
+func (t *Trainer) sync() error {
+	if t.dev == nil {
+		return nil
+	}
+	return t.dev.Sync(t.opt.Velocity)
 }
 
 func checkWritable(dir string) error {
@@ -280,9 +316,19 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 func (t *Trainer) step(b *batch, epoch, nb int) error {
 	frac := float64(epoch) + float64(t.st.Step)/float64(nb)
 	lr := float32(t.cfg.Schedule.At(frac))
-	t.sess.SetRand(rand.New(rand.NewPCG(t.st.Seed^0xd50, uint64(t.st.GlobalStep))))
-	t.sess.ZeroGrad()
-	loss, correct, err := t.sess.StepFrom(t.from, b.x, b.labels, t.first)
+	rng := rand.New(rand.NewPCG(t.st.Seed^0xd50, uint64(t.st.GlobalStep)))
+	var (
+		loss    float64
+		correct int
+		err     error
+	)
+	if t.dev != nil {
+		loss, correct, err = t.dev.Step(t.from, b.x, b.labels, t.first, lr, rng)
+	} else {
+		t.sess.SetRand(rng)
+		t.sess.ZeroGrad()
+		loss, correct, err = t.sess.StepFrom(t.from, b.x, b.labels, t.first)
+	}
 	if err != nil {
 		return err
 	}
@@ -292,10 +338,16 @@ func (t *Trainer) step(b *batch, epoch, nb int) error {
 	t.st.LossSum += loss * float64(len(b.labels))
 	t.st.Correct += correct
 	t.st.Seen += len(b.labels)
+	if t.dev != nil {
+		return nil // the device applied the step
+	}
 	return t.opt.Step(t.m, t.sess.Grads, lr)
 }
 
 func (t *Trainer) saveResumable() error {
+	if err := t.sync(); err != nil {
+		return err
+	}
 	return SaveState(filepath.Join(t.cfg.Out, "state.safetensors"), t.m, t.opt, t.st)
 }
 
@@ -305,8 +357,18 @@ func (t *Trainer) Evaluate(ctx context.Context) (*Confusion, float64, error) {
 	var lossSum float64
 	n := 0
 	k := t.m.Spec.Classes
+	var evalErr error
 	eval := func(x []float32, labels []int, from int) {
-		logits := t.sess.Logits(from, x, len(labels))
+		var logits []float32
+		if t.dev != nil {
+			var err error
+			if logits, err = t.dev.Logits(from, x, len(labels)); err != nil {
+				evalErr = err
+				return
+			}
+		} else {
+			logits = t.sess.Logits(from, x, len(labels))
+		}
 		for i, y := range labels {
 			row := logits[i*k : (i+1)*k]
 			best, mx := 0, row[0]
@@ -344,6 +406,9 @@ func (t *Trainer) Evaluate(ctx context.Context) (*Confusion, float64, error) {
 	if ctx.Err() != nil {
 		return nil, 0, ctx.Err()
 	}
+	if evalErr != nil {
+		return nil, 0, evalErr
+	}
 	return conf, lossSum / math.Max(1, float64(n)), nil
 }
 
@@ -361,6 +426,9 @@ func (t *Trainer) finishEpoch(ctx context.Context, e int, took time.Duration, im
 		"val_acc", round3(log.ValAcc), "val_macro_f1", round3(log.ValMacroF1), "images_per_s", round3(log.ImagesPerSec))
 	t.st.Epoch, t.st.Step, t.st.LossSum, t.st.Correct, t.st.Seen = e+1, 0, 0, 0, 0
 	t.stamp(rep)
+	if err := t.sync(); err != nil {
+		return err
+	}
 	if err := t.m.Save(filepath.Join(t.cfg.Out, "latest.safetensors")); err != nil {
 		return err
 	}
