@@ -77,16 +77,25 @@ func DefaultMetadata(v Variant) Metadata {
 	return md
 }
 
-// f32View exposes a float32 slice to the safetensors writer without copying.
-type f32View struct {
+// F32View exposes a float32 tensor to the safetensors writer without copying.
+type F32View struct {
 	shape []uint64
 	data  []float32
 }
 
-func (v f32View) DType() safetensors.DType { return safetensors.F32 }
-func (v f32View) Shape() []uint64          { return v.shape }
-func (v f32View) DataLen() uint64          { return uint64(len(v.data)) * 4 }
-func (v f32View) Data() []byte {
+// ViewOf returns a safetensors view of data with the given shape.
+func ViewOf(shape []int, data []float32) F32View {
+	s := make([]uint64, len(shape))
+	for i, d := range shape {
+		s[i] = uint64(d)
+	}
+	return F32View{s, data}
+}
+
+func (v F32View) DType() safetensors.DType { return safetensors.F32 }
+func (v F32View) Shape() []uint64          { return v.shape }
+func (v F32View) DataLen() uint64          { return uint64(len(v.data)) * 4 }
+func (v F32View) Data() []byte {
 	if len(v.data) == 0 {
 		return nil
 	}
@@ -130,13 +139,9 @@ func (m *Model) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}
-	views := make(map[string]f32View, len(m.Params))
+	views := make(map[string]F32View, len(m.Params))
 	for name, t := range m.Params {
-		shape := make([]uint64, len(t.Shape))
-		for i, d := range t.Shape {
-			shape[i] = uint64(d)
-		}
-		views[name] = f32View{shape, t.Data}
+		views[name] = ViewOf(t.Shape, t.Data)
 	}
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")

@@ -62,19 +62,19 @@ func TestCheckpointRoundTrip(t *testing.T) {
 
 // rewrite builds a safetensors file from a model's tensors after edit has
 // changed the tensors or metadata.
-func rewrite(t *testing.T, m *Model, edit func(views map[string]f32View, md map[string]string)) []byte {
+func rewrite(t *testing.T, m *Model, edit func(views map[string]F32View, md map[string]string)) []byte {
 	t.Helper()
 	md, err := m.headerMetadata()
 	if err != nil {
 		t.Fatal(err)
 	}
-	views := map[string]f32View{}
+	views := map[string]F32View{}
 	for name, p := range m.Params {
 		shape := make([]uint64, len(p.Shape))
 		for i, d := range p.Shape {
 			shape[i] = uint64(d)
 		}
-		views[name] = f32View{shape, p.Data}
+		views[name] = F32View{shape, p.Data}
 	}
 	edit(views, md)
 	var buf bytes.Buffer
@@ -100,23 +100,23 @@ func TestCheckpointRejectsBadFiles(t *testing.T) {
 		{"text", []byte("this is a readme, not a model at all"), "not a safetensors file"},
 		{"truncated-header", good[:100], "truncated"},
 		{"truncated-data", good[:len(good)-1000], "truncated"},
-		{"missing-tensor", rewrite(t, m, func(v map[string]f32View, md map[string]string) { delete(v, "features.3.bias") }), `missing tensor "features.3.bias"`},
-		{"extra-tensor", rewrite(t, m, func(v map[string]f32View, md map[string]string) {
-			v["features.99.weight"] = f32View{[]uint64{2}, []float32{1, 2}}
+		{"missing-tensor", rewrite(t, m, func(v map[string]F32View, md map[string]string) { delete(v, "features.3.bias") }), `missing tensor "features.3.bias"`},
+		{"extra-tensor", rewrite(t, m, func(v map[string]F32View, md map[string]string) {
+			v["features.99.weight"] = F32View{[]uint64{2}, []float32{1, 2}}
 		}), `extra tensor "features.99.weight"`},
-		{"wrong-shape", rewrite(t, m, func(v map[string]f32View, md map[string]string) {
+		{"wrong-shape", rewrite(t, m, func(v map[string]F32View, md map[string]string) {
 			w := v["features.0.weight"]
-			v["features.0.weight"] = f32View{[]uint64{64, 3, 121}, w.data}
+			v["features.0.weight"] = F32View{[]uint64{64, 3, 121}, w.data}
 		}), `tensor "features.0.weight" has shape`},
-		{"labels-vs-head", rewrite(t, m, func(v map[string]f32View, md map[string]string) {
+		{"labels-vs-head", rewrite(t, m, func(v map[string]F32View, md map[string]string) {
 			md["labels"] = `["a","b","c","d","e"]`
 		}), `tensor "classifier.6.weight" has shape [4 4096], expected [5 4096] for 5 classes`},
-		{"unknown-variant", rewrite(t, m, func(v map[string]f32View, md map[string]string) { md["variant"] = "vgg16" }), `unknown AlexNet variant "vgg16"`},
-		{"future-format", rewrite(t, m, func(v map[string]f32View, md map[string]string) { md["format_version"] = "7" }), "format version 7 is newer"},
-		{"not-leafwatch", rewrite(t, m, func(v map[string]f32View, md map[string]string) { delete(md, "format") }), "not a Leafwatch checkpoint"},
-		{"no-metadata", rewrite(t, m, func(v map[string]f32View, md map[string]string) { clear(md) }), "not a Leafwatch checkpoint"},
-		{"bad-std", rewrite(t, m, func(v map[string]f32View, md map[string]string) { md["std"] = "[0.2,0,0.2]" }), "std[1]"},
-		{"empty-label", rewrite(t, m, func(v map[string]f32View, md map[string]string) { md["labels"] = `["a","","c","d"]` }), "label 1 is empty"},
+		{"unknown-variant", rewrite(t, m, func(v map[string]F32View, md map[string]string) { md["variant"] = "vgg16" }), `unknown AlexNet variant "vgg16"`},
+		{"future-format", rewrite(t, m, func(v map[string]F32View, md map[string]string) { md["format_version"] = "7" }), "format version 7 is newer"},
+		{"not-leafwatch", rewrite(t, m, func(v map[string]F32View, md map[string]string) { delete(md, "format") }), "not a Leafwatch checkpoint"},
+		{"no-metadata", rewrite(t, m, func(v map[string]F32View, md map[string]string) { clear(md) }), "not a Leafwatch checkpoint"},
+		{"bad-std", rewrite(t, m, func(v map[string]F32View, md map[string]string) { md["std"] = "[0.2,0,0.2]" }), "std[1]"},
+		{"empty-label", rewrite(t, m, func(v map[string]F32View, md map[string]string) { md["labels"] = `["a","","c","d"]` }), "label 1 is empty"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,6 +170,6 @@ func rewriteSmall() []byte {
 	md := map[string]string{"format": FormatName, "format_version": "1", "variant": "torchvision",
 		"labels": `["a","b"]`, "input_size": "224", "mean": "[0,0,0]", "std": "[1,1,1]"}
 	var buf bytes.Buffer
-	safetensors.SerializeToWriter(map[string]f32View{"features.0.bias": {[]uint64{4}, []float32{1, 2, 3, 4}}}, md, &buf)
+	safetensors.SerializeToWriter(map[string]F32View{"features.0.bias": {[]uint64{4}, []float32{1, 2, 3, 4}}}, md, &buf)
 	return buf.Bytes()
 }

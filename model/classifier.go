@@ -116,17 +116,7 @@ func (c *Classifier) Probabilities(ctx context.Context, x []float32, n int, prob
 
 // Classify returns the top-k predictions of n images.
 func (c *Classifier) Classify(ctx context.Context, x []float32, n, topK int) ([]Prediction, error) {
-	k := c.m.Classes()
-	probs := make([]float32, n*k)
-	if err := c.Probabilities(ctx, x, n, probs); err != nil {
-		return nil, err
-	}
-	out := make([]Prediction, n)
-	for i := range out {
-		p := probs[i*k : (i+1)*k]
-		out[i] = Prediction{Probs: p, Top: TopK(p, c.m.Meta.Labels, topK)}
-	}
-	return out, nil
+	return ClassifyWith(ctx, c, x, n, topK)
 }
 
 // TopK returns the k most probable classes, best first; ties keep label order.

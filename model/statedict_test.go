@@ -11,13 +11,13 @@ import (
 
 func TestImportStateDict(t *testing.T) {
 	src, _ := NewRandom(TorchVision, 1000, 3)
-	views := map[string]f32View{}
+	views := map[string]F32View{}
 	for name, p := range src.Params {
 		shape := make([]uint64, len(p.Shape))
 		for i, d := range p.Shape {
 			shape[i] = uint64(d)
 		}
-		views[name] = f32View{shape, p.Data}
+		views[name] = F32View{shape, p.Data}
 	}
 	p := filepath.Join(t.TempDir(), "alexnet.safetensors")
 	f, _ := os.Create(p)

@@ -300,21 +300,7 @@ func (e *Engine) forward(x []float32, n int, probs []float32) error {
 		var err error
 		switch l.Kind {
 		case model.Conv:
-			w, bias := e.weights[l.Name+".weight"], e.weights[l.Name+".bias"]
-			cinG, coutG := in.C/l.Groups, l.Out/l.Groups
-			kk, p := cinG*l.Kernel*l.Kernel, out.H*out.W
-			for j := 0; j < n && err == nil; j++ {
-				xj, yj := src+cu.DevicePtr(j*il*4), dst+cu.DevicePtr(j*ol*4)
-				if err = e.launch("fill_rows", l.Out*p, yj, bias, l.Out, p); err != nil {
-					break
-				}
-				for g := 0; g < l.Groups && err == nil; g++ {
-					if err = e.launch("im2col", kk*p, xj, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, e.col); err != nil {
-						break
-					}
-					err = e.sgemm(false, false, coutG, p, kk, w+cu.DevicePtr(g*coutG*kk*4), kk, e.col, p, 1, yj+cu.DevicePtr(g*coutG*p*4), p)
-				}
-			}
+			err = e.convForward(&l, in, out, src, dst, n, e.weights[l.Name+".weight"], e.weights[l.Name+".bias"], e.col)
 		case model.ReLU:
 			err = e.launch("relu", n*ol, dst, n*ol)
 		case model.LRN:
@@ -350,4 +336,27 @@ func (e *Engine) forward(x []float32, n int, probs []float32) error {
 // Classify returns the top-k predictions of n images.
 func (e *Engine) Classify(ctx context.Context, x []float32, n, topK int) ([]model.Prediction, error) {
 	return model.ClassifyWith(ctx, e, x, n, topK)
+}
+
+// convForward runs a (grouped) convolution for n images: bias fill, then
+// per group im2col into col and one cuBLAS GEMM.
+func (d *device) convForward(l *model.Layer, in, out model.Shape3, src, dst cu.DevicePtr, n int, w, bias, col cu.DevicePtr) error {
+	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
+	kk, p := cinG*l.Kernel*l.Kernel, out.H*out.W
+	il, ol := in.Len(), out.Len()
+	for j := 0; j < n; j++ {
+		xj, yj := src+cu.DevicePtr(j*il*4), dst+cu.DevicePtr(j*ol*4)
+		if err := d.launch("fill_rows", l.Out*p, yj, bias, l.Out, p); err != nil {
+			return err
+		}
+		for g := 0; g < l.Groups; g++ {
+			if err := d.launch("im2col", kk*p, xj, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, col); err != nil {
+				return err
+			}
+			if err := d.sgemm(false, false, coutG, p, kk, w+cu.DevicePtr(g*coutG*kk*4), kk, col, p, 1, yj+cu.DevicePtr(g*coutG*p*4), p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -151,7 +151,7 @@ func (t *Trainer) forward(x []float32, n, from, to int, train bool, rng *rand.Ra
 		var err error
 		switch l.Kind {
 		case model.Conv:
-			err = t.convForward(l, in, out, src, dst, n)
+			err = t.convForward(l, in, out, src, dst, n, t.weights[l.Name+".weight"], t.weights[l.Name+".bias"], t.col)
 		case model.ReLU:
 			err = t.launch("relu", n*ol, dst, n*ol)
 		case model.LRN:
@@ -197,28 +197,6 @@ func (t *Trainer) forward(x []float32, n, from, to int, train bool, rng *rand.Ra
 		}
 		if err != nil {
 			return fmt.Errorf("layer %d (%s): %w", i, l.Kind, err)
-		}
-	}
-	return nil
-}
-
-func (t *Trainer) convForward(l *model.Layer, in, out model.Shape3, src, dst cu.DevicePtr, n int) error {
-	w, bias := t.weights[l.Name+".weight"], t.weights[l.Name+".bias"]
-	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
-	kk, p := cinG*l.Kernel*l.Kernel, out.H*out.W
-	il, ol := in.Len(), out.Len()
-	for j := 0; j < n; j++ {
-		xj, yj := off(src, j*il), off(dst, j*ol)
-		if err := t.launch("fill_rows", l.Out*p, yj, bias, l.Out, p); err != nil {
-			return err
-		}
-		for g := 0; g < l.Groups; g++ {
-			if err := t.launch("im2col", kk*p, xj, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, t.col); err != nil {
-				return err
-			}
-			if err := t.sgemm(false, false, coutG, p, kk, off(w, g*coutG*kk), kk, t.col, p, 1, off(yj, g*coutG*p), p); err != nil {
-				return err
-			}
 		}
 	}
 	return nil

@@ -45,33 +45,14 @@ type State struct {
 	Done       bool       `json:"done"`
 }
 
-type rawView struct {
-	shape []uint64
-	data  []float32
-}
-
-func (v rawView) DType() safetensors.DType { return safetensors.F32 }
-func (v rawView) Shape() []uint64          { return v.shape }
-func (v rawView) DataLen() uint64          { return uint64(len(v.data)) * 4 }
-func (v rawView) Data() []byte {
-	if len(v.data) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&v.data[0])), len(v.data)*4)
-}
-
 // SaveState writes weights, momentum and progress to one safetensors file,
 // atomically. The model part is also a complete checkpoint in its own
 // right (saved beside it as latest.safetensors).
 func SaveState(path string, m *model.Model, opt *SGD, st State) error {
-	views := map[string]rawView{}
+	views := map[string]model.F32View{}
 	for name, p := range m.Params {
-		shape := make([]uint64, len(p.Shape))
-		for i, d := range p.Shape {
-			shape[i] = uint64(d)
-		}
-		views["param/"+name] = rawView{shape, p.Data}
-		views["velocity/"+name] = rawView{shape, opt.Velocity[name]}
+		views["param/"+name] = model.ViewOf(p.Shape, p.Data)
+		views["velocity/"+name] = model.ViewOf(p.Shape, opt.Velocity[name])
 	}
 	stj, err := json.Marshal(st)
 	if err != nil {
