@@ -11,6 +11,7 @@ PKGS=(
   ffmpeg                        # test videos
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav
   openssl                       # test certificates
+  systemd                       # systemd-analyze verify of the unit
   ca-certificates
 )
 # --cuda: CUDA 11.8 headers and stub libraries (Debian non-free
