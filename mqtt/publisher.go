@@ -76,6 +76,7 @@ func NewPublisher(cfg Config, opt Options) (*Publisher, error) {
 		SetUsername(cfg.Username).
 		SetPassword(pw).
 		SetCleanSession(false). // the broker keeps our subscriptions and QoS 1 state
+		SetStore(newOutboxStore()).
 		SetKeepAlive(cfg.KeepAlive).
 		SetAutoReconnect(true).
 		SetConnectRetry(true). // also when the broker is down at start
