@@ -29,6 +29,7 @@ type camRunner struct {
 
 	mu       sync.Mutex
 	state    mqtt.Classification
+	active   *Event // the ongoing alert, for the status page
 	lastJPEG []byte
 	alerts   []mqtt.Alert // recent, newest last
 }
@@ -137,6 +138,11 @@ func (c *camRunner) sample(ctx context.Context) error {
 	c.mu.Lock()
 	changed := c.state.Label != cls.Label || c.state.Disease != cls.Disease
 	c.state = cls
+	c.active = nil
+	if a := c.dec.Active(); a != nil {
+		cp := *a
+		c.active = &cp
+	}
 	c.lastJPEG = jpeg
 	c.mu.Unlock()
 	if err := c.d.pub.State(cls, changed); err != nil {

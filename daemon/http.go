@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/vision"
 )
@@ -89,7 +90,8 @@ img{max-width:100%;border-radius:4px} table{border-collapse:collapse;margin-top:
 <p class="meta">model {{.Model}} · engine {{.Engine}} · broker {{if .Broker}}connected{{else}}<b class="alert">disconnected</b>{{end}} · outbox {{.Outbox}} · up {{.Uptime}}</p>
 {{range .Cams}}<div class="cam">
 <h2>{{.Name}} <span class="meta">({{.Status.State}}, {{printf "%.1f" .Status.FPS}} fps{{if .Status.LastError}}, last error: {{.Status.LastError}}{{end}})</span></h2>
-{{if .State.Label}}<p class="label {{.Class}}">{{.State.Display}} — {{printf "%.0f" .Pct}}%</p>
+{{if .Active}}<p class="label alert">Alert: {{.ActiveDisplay}} since {{.Active.Start.Format "01-02 15:04:05"}}</p>{{end}}
+{{if .State.Label}}<p class="label {{.Class}}">Latest: {{.State.Display}} — {{printf "%.0f" .Pct}}%</p>
 <p class="meta">frame {{.State.FrameTime.Format "2006-01-02 15:04:05Z"}}</p>
 <img src="/snapshot/{{.Name}}" alt="latest annotated snapshot of {{.Name}}">{{else}}<p class="meta">no sample yet</p>{{end}}
 <h3>Recent alerts</h3>{{if .Alerts}}<table><tr><th>phase</th><th>label</th><th>confidence</th><th>start</th><th>end</th></tr>
@@ -105,6 +107,9 @@ type camView struct {
 	Pct    float64
 	Class  string
 	Alerts []mqtt.Alert
+	// Active is the ongoing alert, shown apart from the latest sample.
+	Active        *Event
+	ActiveDisplay string
 }
 
 func (d *Daemon) statusPage(w http.ResponseWriter, r *http.Request) {
@@ -118,13 +123,16 @@ func (d *Daemon) statusPage(w http.ResponseWriter, r *http.Request) {
 	}{d.cfg.Device, clf.Model().Meta.Version, clf.Engine(), d.pub.Connected(), d.pub.Outbox().Len(), time.Since(d.start).Round(time.Second).String(), nil}
 	for _, c := range d.cams {
 		c.mu.Lock()
-		v := camView{Name: c.cfg.Name, Status: c.src.Status(), State: c.state, Pct: float64(c.state.Confidence) * 100}
+		v := camView{Name: c.cfg.Name, Status: c.src.Status(), State: c.state, Pct: float64(c.state.Confidence) * 100, Active: c.active}
+		if c.active != nil {
+			v.ActiveDisplay = displayOf(c.active.Label)
+		}
 		for i := len(c.alerts) - 1; i >= 0; i-- {
 			v.Alerts = append(v.Alerts, c.alerts[i])
 		}
 		c.mu.Unlock()
 		switch {
-		case v.State.Disease:
+		case v.State.Label != Uncertain && !model.IsHealthy(v.State.Label):
 			v.Class = "alert"
 		case v.State.Label == Uncertain:
 			v.Class = "unsure"
