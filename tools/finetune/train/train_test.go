@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/gpu"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -265,5 +266,35 @@ func TestScheduleAndOptimizer(t *testing.T) {
 	b0 := m.Params["classifier.6.bias"].Data[0]
 	if m.Params["classifier.6.bias"].Data[0] != b0 {
 		t.Error("bias was decayed")
+	}
+}
+
+// TestTrainerEngineSelection: without a usable GPU, auto trains on the CPU
+// and cuda is a clear error; unknown engines are refused.
+func TestTrainerEngineSelection(t *testing.T) {
+	ds := &Dataset{Root: "x", Classes: testClasses}
+	m := baseModel(t, testClasses)
+	cfg := cachedConfig("x", t.TempDir())
+	ok, why := gpu.Available()
+	cfg.Engine = "auto"
+	tr, err := NewTrainer(cfg, ds, m, NewSGD(m, 0.9, 5e-4), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (tr.dev != nil) != ok {
+		t.Errorf("auto: device trainer %v with CUDA available=%v (%s)", tr.dev != nil, ok, why)
+	}
+	tr.Close()
+	cfg.Engine = "cuda"
+	tr, err = NewTrainer(cfg, ds, m, NewSGD(m, 0.9, 5e-4), nil)
+	if !ok && (err == nil || !strings.Contains(err.Error(), "--engine cuda")) {
+		t.Errorf("cuda without a GPU: %v", err)
+	}
+	if ok && err == nil {
+		tr.Close()
+	}
+	cfg.Engine = "tpu"
+	if _, err := NewTrainer(cfg, ds, m, NewSGD(m, 0.9, 5e-4), nil); err == nil {
+		t.Error("unknown engine accepted")
 	}
 }
