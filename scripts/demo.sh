@@ -47,21 +47,29 @@ rm -rf "$OUT/state"
 echo "== demo: running leafwatchd (status page: http://127.0.0.1:8089/)"
 "$BIN/leafwatchd" -config "$OUT/leafwatchd.yaml" 2> "$OUT/leafwatchd.log" &
 pid=$!
-sleep 1
+# Wait for the embedded broker (model loading takes a moment).
+for _ in $(seq 1 120); do
+  if (exec 3<>/dev/tcp/127.0.0.1/18830) 2>/dev/null; then break; fi
+  if ! kill -0 $pid 2>/dev/null; then echo "demo: leafwatchd exited; see $OUT/leafwatchd.log" >&2; exit 1; fi
+  sleep 0.25
+done
 mosquitto_sub -h 127.0.0.1 -p 18830 -v -t 'leafwatch/demo/+/alert' -t 'leafwatch/demo/availability' -t 'leafwatch/demo/bench1/state' \
   -W 120 2>/dev/null | python3 -u -c '
 import sys, json
 last = None
+alerts = labels = 0
 for line in sys.stdin:
     topic, _, payload = line.rstrip("\n").partition(" ")
     if topic.endswith("/alert"):
-        a = json.loads(payload); print("ALERT %-5s %-28s conf %.2f  event %s" % (a["phase"], a["display"], a["confidence"], a["event_id"]))
+        a = json.loads(payload); alerts += 1; print("ALERT %-5s %-28s conf %.2f  event %s" % (a["phase"], a["display"], a["confidence"], a["event_id"]))
     elif topic.endswith("/state"):
         s = json.loads(payload)
-        if s["label"] != last: print("label %-30s conf %.2f" % (s["display"], s["confidence"])); last = s["label"]
+        if s["label"] != last: labels += 1; print("label %-30s conf %.2f" % (s["display"], s["confidence"])); last = s["label"]
     else:
         print("availability:", payload)
         if payload == "offline": break
-' || true
+print("subscriber saw %d label changes and %d alert events" % (labels, alerts))
+if alerts == 0: sys.exit(1)
+' || echo "demo: no alert reached the subscriber; see $OUT/leafwatchd.log" >&2
 wait $pid || true
 echo "== demo: done in $(( $(date +%s) - start ))s; the status page was http://127.0.0.1:8089/ ; daemon log: $OUT/leafwatchd.log"
