@@ -53,8 +53,8 @@ for _ in $(seq 1 120); do
   if ! kill -0 $pid 2>/dev/null; then echo "demo: leafwatchd exited; see $OUT/leafwatchd.log" >&2; exit 1; fi
   sleep 0.25
 done
-mosquitto_sub -h 127.0.0.1 -p 18830 -v -t 'leafwatch/demo/+/alert' -t 'leafwatch/demo/availability' -t 'leafwatch/demo/bench1/state' \
-  -W 120 2>/dev/null | python3 -u -c '
+{ mosquitto_sub -h 127.0.0.1 -p 18830 -v -t 'leafwatch/demo/+/alert' -t 'leafwatch/demo/availability' -t 'leafwatch/demo/bench1/state' \
+  -W 120 2>/dev/null || true; } | python3 -u -c '
 import sys, json
 last = None
 alerts = labels = 0
