@@ -196,8 +196,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
-func (d *Daemon) exitWhenEnded(ctx context.Context, stop context.CancelFunc) {
-	t := time.NewTicker(200 * time.Millisecond)
+// every calls f at each tick of interval until ctx ends or f returns false.
+func every(ctx context.Context, interval time.Duration, f func() bool) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -205,6 +206,14 @@ func (d *Daemon) exitWhenEnded(ctx context.Context, stop context.CancelFunc) {
 			return
 		case <-t.C:
 		}
+		if !f() {
+			return
+		}
+	}
+}
+
+func (d *Daemon) exitWhenEnded(ctx context.Context, stop context.CancelFunc) {
+	every(ctx, 200*time.Millisecond, func() bool {
 		ended := true
 		for _, c := range d.cams {
 			if s := c.src.Status().State; s != vision.StateEnded && s != vision.StateFailed {
@@ -216,23 +225,17 @@ func (d *Daemon) exitWhenEnded(ctx context.Context, stop context.CancelFunc) {
 			time.Sleep(time.Second)
 			d.log.Info("all sources ended; exiting (exit_when_sources_end)")
 			stop()
-			return
+			return false
 		}
-	}
+		return true
+	})
 }
 
 func (d *Daemon) watchModelFile(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, 5*time.Second, func() bool {
 		st, err := os.Stat(d.cfg.Model)
 		if err != nil {
-			continue
+			return true
 		}
 		d.reloadMu.Lock()
 		changed := !st.ModTime().Equal(d.modelMod)
@@ -246,23 +249,18 @@ func (d *Daemon) watchModelFile(ctx context.Context) {
 				d.reloadMu.Unlock()
 			}
 		}
-	}
+		return true
+	})
 }
 
 func (d *Daemon) statsLoop(ctx context.Context) {
 	if d.cfg.Stats <= 0 {
 		return
 	}
-	t := time.NewTicker(d.cfg.Stats)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, d.cfg.Stats, func() bool {
+		e := d.engine()
 		s := mqtt.Stats{Uptime: time.Since(d.start).Seconds(), FPS: map[string]float64{}, CameraState: map[string]string{},
-			Model: d.engine().Model().Meta.Version, Engine: d.engine().Engine(), InferenceMS: d.met.lastInferenceMS(),
+			Model: e.Model().Meta.Version, Engine: e.Engine(), InferenceMS: d.met.lastInferenceMS(),
 			QueueDrops: uint64(d.met.dropsTotal())}
 		for _, c := range d.cams {
 			st := c.src.Status()
@@ -270,7 +268,8 @@ func (d *Daemon) statsLoop(ctx context.Context) {
 			s.CameraState[c.cfg.Name] = string(st.State)
 		}
 		d.pub.Stats(s)
-	}
+		return true
+	})
 }
 
 // watchdog pings systemd only while the pipeline is alive: a camera loop
@@ -280,20 +279,14 @@ func (d *Daemon) watchdog(ctx context.Context) {
 	if iv == 0 {
 		return
 	}
-	t := time.NewTicker(iv / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, iv/2, func() bool {
 		if time.Since(time.Unix(0, d.beat.Load())) < iv {
 			notify("WATCHDOG=1")
 		} else {
 			d.log.Error("pipeline stalled; not pinging the watchdog")
 		}
-	}
+		return true
+	})
 }
 
 // HandleCommand carries out MQTT commands.

@@ -226,6 +226,22 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 		}
 		return t.toTensor(dir)
 	}
+	// weightAndBias reads a Conv or Gemm node's weight (required) and bias
+	// (zeros when absent, sized by the weight's first dimension).
+	weightAndBias := func(n onnxNode) (*Tensor, *Tensor, error) {
+		w, err := weight(n, 1)
+		if err != nil {
+			return nil, nil, err
+		}
+		if w == nil {
+			return nil, nil, fmt.Errorf("node %q (%s): no weight", n.Name, n.Op)
+		}
+		b, err := weight(n, 2)
+		if err != nil {
+			return nil, nil, err
+		}
+		return w, b, nil
+	}
 	done := false
 	for _, n := range om.Graph.Nodes {
 		if n.Op == "Constant" {
@@ -242,15 +258,11 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 		}
 		switch n.Op {
 		case "Conv":
-			w, err := weight(n, 1)
+			w, bias, err := weightAndBias(n)
 			if err != nil {
 				return nil, err
 			}
-			bias, err := weight(n, 2)
-			if err != nil {
-				return nil, err
-			}
-			if w == nil || len(w.Shape) != 4 || w.Shape[2] != w.Shape[3] {
+			if len(w.Shape) != 4 || w.Shape[2] != w.Shape[3] {
 				return nil, fmt.Errorf("node %q (Conv): weight is not a square 4-D kernel", n.Name)
 			}
 			c := convSeen{node: n.Name, w: w, b: bias, kernel: w.Shape[2], stride: 1, groups: 1}
@@ -275,7 +287,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 				return nil, fmt.Errorf("node %q (Reshape): shape %q is computed in the graph", n.Name, n.Inputs[1])
 			}
 		case "LRN":
-			l := Layer{Kind: LRN, Size: int(n.Attrs["size"].I), Alpha: 1e-4, Beta: 0.75, Bias: 1}
+			l := Layer{Kind: LRN, Name: n.Name, Size: int(n.Attrs["size"].I), Alpha: 1e-4, Beta: 0.75, Bias: 1}
 			if a, ok := n.Attrs["alpha"]; ok {
 				l.Alpha = a.F
 			}
@@ -287,7 +299,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 			}
 			lrns = append(lrns, l)
 		case "MaxPool":
-			l := Layer{Kind: MaxPool, Kernel: int(first64(n.Attrs["kernel_shape"].Ints)), Stride: int(first64(n.Attrs["strides"].Ints)), CeilMode: n.Attrs["ceil_mode"].I == 1}
+			l := Layer{Kind: MaxPool, Name: n.Name, Kernel: int(first64(n.Attrs["kernel_shape"].Ints)), Stride: int(first64(n.Attrs["strides"].Ints)), CeilMode: n.Attrs["ceil_mode"].I == 1}
 			pools = append(pools, l)
 		case "AveragePool":
 			// torchvision's AdaptiveAvgPool2d((6,6)) is exported as a 1×1 pool at 224×224.
@@ -295,15 +307,11 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 				return nil, fmt.Errorf("node %q (AveragePool): a %v pool does not fit an AlexNet", n.Name, n.Attrs["kernel_shape"].Ints)
 			}
 		case "Gemm":
-			w, err := weight(n, 1)
+			w, bias, err := weightAndBias(n)
 			if err != nil {
 				return nil, err
 			}
-			bias, err := weight(n, 2)
-			if err != nil {
-				return nil, err
-			}
-			if w == nil || len(w.Shape) != 2 {
+			if len(w.Shape) != 2 {
 				return nil, fmt.Errorf("node %q (Gemm): weight is not a matrix", n.Name)
 			}
 			if a, ok := n.Attrs["alpha"]; ok && a.F != 1 {
@@ -335,9 +343,29 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 		return nil, err
 	}
 	params := map[string]*Tensor{}
-	ci, fi := 0, 0
+	ci, fi, li, pi := 0, 0, 0, 0
 	for _, l := range spec.Layers {
 		switch l.Kind {
+		case LRN:
+			if li >= len(lrns) {
+				return nil, fmt.Errorf("the graph has %d LRN nodes; the %s AlexNet has 2", len(lrns), v)
+			}
+			g := lrns[li]
+			if g.Size != l.Size || g.Alpha != l.Alpha || g.Beta != l.Beta || g.Bias != l.Bias {
+				return nil, fmt.Errorf("node %q (LRN): size %d alpha %g beta %g bias %g, the %s AlexNet uses %d/%g/%g/%g",
+					g.Name, g.Size, g.Alpha, g.Beta, g.Bias, v, l.Size, l.Alpha, l.Beta, l.Bias)
+			}
+			li++
+		case MaxPool:
+			if pi >= len(pools) {
+				return nil, fmt.Errorf("the graph has %d max-pools; the %s AlexNet has 3", len(pools), v)
+			}
+			g := pools[pi]
+			// Ceil and floor rounding give the same sizes at AlexNet's input size.
+			if g.Kernel != l.Kernel || g.Stride != l.Stride {
+				return nil, fmt.Errorf("node %q (MaxPool): kernel %d stride %d, the %s AlexNet uses %d/%d", g.Name, g.Kernel, g.Stride, v, l.Kernel, l.Stride)
+			}
+			pi++
 		case Conv:
 			c := convs[ci]
 			if c.kernel != l.Kernel || c.stride != l.Stride || c.pad != l.Pad || c.groups != l.Groups {
@@ -350,6 +378,9 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 			params[l.Name+".weight"], params[l.Name+".bias"] = fcs[fi][0], fcs[fi][1]
 			fi++
 		}
+	}
+	if li != len(lrns) || pi != len(pools) {
+		return nil, fmt.Errorf("the graph has %d LRN and %d max-pool nodes; the %s AlexNet has %d and %d", len(lrns), len(pools), v, li, pi)
 	}
 	meta := DefaultMetadata(v)
 	if om.Meta["labels"] != "" {

@@ -156,3 +156,48 @@ func FuzzDecodeONNX(f *testing.F) {
 		DecodeONNX(data, "")
 	})
 }
+
+// TestONNXRefusesMismatchedLRNAndPool: LRN and pooling hyper-parameters
+// are checked against the variant, not silently replaced by its defaults.
+func TestONNXRefusesMismatchedLRNAndPool(t *testing.T) {
+	for _, tc := range []struct{ op, attr, want string }{
+		{"LRN", "size", `(LRN): size 3`},
+		{"MaxPool", "strides", `(MaxPool): kernel 3 stride 1`},
+	} {
+		m, _ := NewRandom(BVLC, 3, 1)
+		om, _ := parseONNX(must(m.ExportONNX()))
+		var g pbuf
+		changed := false
+		for _, n := range om.Graph.Nodes {
+			var attrs [][]byte
+			for name, a := range n.Attrs {
+				switch {
+				case n.Op == tc.op && name == tc.attr && !changed:
+					changed = true
+					if a.Kind == 7 {
+						attrs = append(attrs, attrInts(name, 1, 1))
+					} else {
+						attrs = append(attrs, attrInt(name, 3))
+					}
+				case a.Kind == 1:
+					attrs = append(attrs, attrFloat(name, a.F))
+				case a.Kind == 2:
+					attrs = append(attrs, attrInt(name, a.I))
+				case a.Kind == 7:
+					attrs = append(attrs, attrInts(name, a.Ints...))
+				}
+			}
+			g = g.bytes(1, nodePB(n.Op, n.Name, n.Inputs, n.Outputs, attrs...))
+		}
+		for _, it := range om.Graph.Inits {
+			var p pbuf
+			g = g.bytes(5, p.packedInts(1, it.Dims).varint(2, 1).str(8, it.Name).bytes(9, it.Raw))
+		}
+		g = g.bytes(11, valueInfoPB("input", 1, 3, 227, 227))
+		var mp pbuf
+		_, err := DecodeONNX(mp.bytes(7, g), "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %s changed: error %v, want it to mention %q", tc.op, tc.attr, err, tc.want)
+		}
+	}
+}

@@ -31,7 +31,6 @@ type Scored struct {
 
 // TileResult is the prediction for one tile of a tiled frame.
 type TileResult struct {
-	X, Y, W, H int     `json:"-"`
 	Box        [4]int  `json:"box"` // x, y, width, height in frame pixels
 	Label      string  `json:"label"`
 	Confidence float32 `json:"confidence"`

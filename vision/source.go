@@ -181,40 +181,34 @@ func (c *Camera) Run(ctx context.Context) {
 	defer close(c.done)
 	backoff := c.MinBackoff
 	for ctx.Err() == nil {
-		r, err := c.openBounded(ctx)
-		if err != nil {
-			state := StateReconnecting
+		var err error
+		state := StateReconnecting
+		if r, oerr := c.openBounded(ctx); oerr != nil {
+			err = oerr
 			var perm errPermanent
 			if errors.As(err, &perm) {
 				state = StateFailed
 			}
-			c.setState(state, err)
 			c.log.Warn("camera open failed", "err", err, "retry_in", backoff)
-			if !sleepCtx(ctx, jitter(backoff)) {
+		} else {
+			c.setState(StateConnected, nil)
+			c.log.Info("camera connected")
+			before := c.Status().Frames
+			err = c.readLoop(ctx, r)
+			if ctx.Err() != nil {
 				break
 			}
-			backoff = min(backoff*2, c.MaxBackoff)
-			c.mu.Lock()
-			c.status.Reconnects++
-			c.mu.Unlock()
-			continue
+			if errors.Is(err, errEnd) {
+				c.setState(StateEnded, nil)
+				c.log.Info("source ended")
+				return
+			}
+			if c.Status().Frames > before {
+				backoff = c.MinBackoff // this connection worked: start over gently
+			}
+			c.log.Warn("camera lost; reconnecting", "err", err, "retry_in", backoff)
 		}
-		c.setState(StateConnected, nil)
-		c.log.Info("camera connected")
-		err = c.readLoop(ctx, r)
-		if ctx.Err() != nil {
-			break
-		}
-		if errors.Is(err, errEnd) {
-			c.setState(StateEnded, nil)
-			c.log.Info("source ended")
-			return
-		}
-		if c.Status().Frames > 0 {
-			backoff = c.MinBackoff // it worked for a while: start over gently
-		}
-		c.setState(StateReconnecting, err)
-		c.log.Warn("camera lost; reconnecting", "err", err, "retry_in", backoff)
+		c.setState(state, err)
 		if !sleepCtx(ctx, jitter(backoff)) {
 			break
 		}
