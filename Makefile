@@ -10,7 +10,7 @@ PKGS      := ./...
 # tests run with -race separately below.
 RACE_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v -e '/model$$' -e '/train$$')
 
-.PHONY: deps-cuda build-cuda vet-cuda gpu-check
+.PHONY: deps-cuda build-cuda vet-cuda gpu-check test-cuda-emu test-cuda-emu-mutants devcheck
 .PHONY: all deps build build-purego test test-short vet fmt-check bench demo clean fuzz
 
 all: build
@@ -37,6 +37,33 @@ deps-cuda:
 
 vet-cuda: deps-cuda
 	$(GO) vet -tags cuda ./...
+	$(GO) vet -tags 'cuda cudaemu' ./model/gpu/... ./tools/finetune/train/
+
+# The CUDA engine on the host emulation harness (model/gpu/cudaemu): the
+# real engine code and kernels.cu run on the CPU against a fake driver and
+# cuBLAS, with Debian's NVRTC. No GPU needed; CI runs it.
+test-cuda-emu: deps deps-cuda
+	$(GO) test -count=1 -timeout 10m -tags 'cuda cudaemu' ./model/gpu/ ./model/gpu/cudalib/
+	$(GO) test -count=1 -timeout 10m -tags 'cuda cudaemu' -run CUDA ./tools/finetune/train/
+
+# Plants known defects in a copy of the tree and checks the harness fails
+# on each (a few minutes).
+test-cuda-emu-mutants: deps deps-cuda
+	bash scripts/cuda-emu-mutants.sh
+
+# The one-shot check for a real GPU: a self-contained folder to copy to the
+# device and run with `bash devcheck/run.sh` (pure-Go BLAS, so only the
+# NVIDIA driver and a CUDA 11.4–13 cuBLAS/NVRTC are needed there).
+DEVCHECK ?= devcheck
+devcheck: deps deps-cuda
+	rm -rf $(DEVCHECK) && mkdir -p $(DEVCHECK)
+	$(GO) test -c -tags 'cuda purego' -o $(DEVCHECK)/gpu.test ./model/gpu/
+	$(GO) build -tags 'cuda purego' -o $(DEVCHECK)/gpucheck ./tools/gpucheck
+	cp tools/gpucheck/devcheck/run.sh tools/gpucheck/devcheck/torch_compare.py tools/gpucheck/devcheck/README.md $(DEVCHECK)/
+	git describe --always --dirty >$(DEVCHECK)/VERSION 2>/dev/null || echo unknown >$(DEVCHECK)/VERSION
+	python3 -m py_compile $(DEVCHECK)/torch_compare.py && rm -rf $(DEVCHECK)/__pycache__
+	bash -n $(DEVCHECK)/run.sh
+	@du -sh $(DEVCHECK); echo "copy $(DEVCHECK)/ to the GPU machine and run: bash $(DEVCHECK)/run.sh"
 
 build-cuda: deps deps-cuda
 	@mkdir -p $(BIN)/cuda

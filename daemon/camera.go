@@ -92,6 +92,10 @@ func (c *camRunner) sample(ctx context.Context) error {
 	}
 	t0 := time.Now()
 	preds, err := clf.Classify(ctx, batch, len(boxes), c.d.cfg.TopK)
+	if errors.Is(err, model.ErrEngineFailed) && c.d.fallBack(clf, err) {
+		clf = c.d.engine()
+		preds, err = clf.Classify(ctx, batch, len(boxes), c.d.cfg.TopK)
+	}
 	if err != nil {
 		return fmt.Errorf("classify: %w", err)
 	}

@@ -21,9 +21,12 @@ import (
 
 // Config is the whole leafwatchd configuration (one YAML file).
 type Config struct {
-	Device    string            `yaml:"device"`
-	Model     string            `yaml:"model"`     // checkpoint path
-	Engine    string            `yaml:"engine"`    // auto, cpu or cuda
+	Device string `yaml:"device"`
+	Model  string `yaml:"model"`  // checkpoint path
+	Engine string `yaml:"engine"` // auto, cpu or cuda
+	// CUDALibs are folders to take cuBLAS and NVRTC from instead of
+	// searching (the loader path, /usr/local/cuda*, JetPack's folders).
+	CUDALibs  []string          `yaml:"cuda_libs"`
 	StateDir  string            `yaml:"state_dir"` // outbox and snapshots
 	Listen    string            `yaml:"listen"`    // HTTP, loopback by default
 	TopK      int               `yaml:"top_k"`

@@ -39,6 +39,7 @@ type Daemon struct {
 	beat      atomic.Int64 // unix nanos of the last pipeline iteration
 	ready     atomic.Bool
 	lastError atomic.Value // string: last reload error
+	fallback  atomic.Value // string: why the configured engine was replaced by the CPU
 }
 
 // engineBox lets an interface live in an atomic.Pointer.
@@ -50,6 +51,7 @@ func (d *Daemon) engine() model.Engine { return d.clf.Load().e }
 // New loads the model and prepares every part; Run starts them.
 func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, start: time.Now(), met: newMetrics()}
+	gpu.SetLibraryDirs(cfg.CUDALibs)
 	if err := d.loadModel(); err != nil {
 		return nil, err
 	}
@@ -97,6 +99,8 @@ func (d *Daemon) loadModel() error {
 	old := d.clf.Swap(&engineBox{c})
 	d.modelMod = st.ModTime()
 	d.met.setModel(m.Meta.Version)
+	d.met.setEngine(c.Engine())
+	d.fallback.Store("")
 	if old != nil {
 		// In-flight samples holding the old engine finish or get a clear
 		// error; the next sample takes the new one.
@@ -109,6 +113,33 @@ func (d *Daemon) loadModel() error {
 		}
 	}
 	return nil
+}
+
+// fallBack replaces an engine that reported model.ErrEngineFailed (a CUDA
+// context lost to a sticky error) with the CPU engine for the same model,
+// so the daemon keeps classifying instead of failing every sample while the
+// watchdog is still fed. The next successful reload tries the configured
+// engine again. It reports whether the engine now serving differs from
+// failed.
+func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if d.engine() != failed {
+		return true // another sample or a reload already replaced it
+	}
+	m := failed.Model()
+	cpu := model.NewClassifier(m, model.Options{MaxBatch: 8})
+	d.clf.Store(&engineBox{cpu})
+	why := fmt.Sprintf("%s failed at %s (%v); serving on %s until the next model reload or restart",
+		failed.Engine(), time.Now().UTC().Format(time.RFC3339), cause, cpu.Engine())
+	d.fallback.Store(why)
+	d.met.engineFallbacks.Inc()
+	d.met.setEngine(cpu.Engine())
+	d.log.Error("inference engine failed; falling back to the CPU", "failed", failed.Engine(), "err", cause, "now", cpu.Engine())
+	// In-flight calls on the failed engine get its failure; nothing else
+	// holds it once the pointer is swapped.
+	go failed.Close()
+	return true
 }
 
 // Reload reloads the model and reports the outcome in log and metrics.

@@ -33,17 +33,24 @@ func (d *Daemon) serveHTTP() (*http.Server, error) {
 }
 
 type readiness struct {
-	Ready   bool                     `json:"ready"`
-	Model   string                   `json:"model_version"`
-	Broker  bool                     `json:"broker_connected"`
-	Cameras map[string]vision.Status `json:"cameras"`
-	Reload  string                   `json:"last_reload_error,omitempty"`
+	Ready  bool   `json:"ready"`
+	Model  string `json:"model_version"`
+	Engine string `json:"engine"`
+	// EngineFallback says why the configured engine was replaced by the CPU.
+	EngineFallback string                   `json:"engine_fallback,omitempty"`
+	Broker         bool                     `json:"broker_connected"`
+	Cameras        map[string]vision.Status `json:"cameras"`
+	Reload         string                   `json:"last_reload_error,omitempty"`
 }
 
 // readyz: ready when a model is loaded, the broker is connected and every
 // camera delivers frames (or has finished its file).
 func (d *Daemon) readyz(w http.ResponseWriter, r *http.Request) {
-	rd := readiness{Model: d.engine().Model().Meta.Version, Broker: d.pub.Connected(), Cameras: map[string]vision.Status{}}
+	e := d.engine()
+	rd := readiness{Model: e.Model().Meta.Version, Engine: e.Engine(), Broker: d.pub.Connected(), Cameras: map[string]vision.Status{}}
+	if f, ok := d.fallback.Load().(string); ok {
+		rd.EngineFallback = f
+	}
 	rd.Ready = d.ready.Load() && rd.Broker
 	for _, c := range d.cams {
 		st := c.src.Status()

@@ -19,7 +19,10 @@ type metrics struct {
 	reloadOK   prometheus.Counter
 	reloadFail prometheus.Counter
 	modelInfo  *prometheus.GaugeVec
+	engineInfo *prometheus.GaugeVec
 	lastInfNS  atomic.Int64
+
+	engineFallbacks prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -32,8 +35,11 @@ func newMetrics() *metrics {
 		reloadOK:   prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_model_reloads_total", Help: "Successful model reloads."}),
 		reloadFail: prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_model_reload_failures_total", Help: "Refused model reloads."}),
 		modelInfo:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leafwatch_model_info", Help: "The model version serving (value 1)."}, []string{"version"}),
+		engineInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leafwatch_engine_info", Help: "The inference engine serving (value 1)."}, []string{"engine"}),
+		engineFallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_engine_fallbacks_total",
+			Help: "Times a failed engine (a lost CUDA context) was replaced by the CPU engine."}),
 	}
-	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.modelInfo,
+	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.modelInfo, m.engineInfo, m.engineFallbacks,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -67,6 +73,11 @@ func b2f(b bool) float64 {
 func (m *metrics) setModel(v string) {
 	m.modelInfo.Reset()
 	m.modelInfo.WithLabelValues(v).Set(1)
+}
+
+func (m *metrics) setEngine(e string) {
+	m.engineInfo.Reset()
+	m.engineInfo.WithLabelValues(e).Set(1)
 }
 
 func (m *metrics) observeInference(d time.Duration) {

@@ -1,6 +1,14 @@
 package model
 
-import "context"
+import (
+	"context"
+	"errors"
+)
+
+// ErrEngineFailed is wrapped by the errors of an engine that can no longer
+// run anything (a CUDA context lost to a sticky error). Callers switch to
+// another engine instead of retrying.
+var ErrEngineFailed = errors.New("inference engine failed")
 
 // Engine runs inference for one model: the CPU Classifier, or the CUDA
 // engine in package gpu. All methods are safe for concurrent use.

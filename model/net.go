@@ -125,6 +125,9 @@ func InitHe(t *Tensor, rng *rand.Rand) {
 	}
 }
 
+// SortedParamNames lists m's parameter names in a stable order.
+func SortedParamNames(m *Model) []string { return sortedKeys(m.Params) }
+
 // InputLen is the number of float32 values of one preprocessed image.
 func (m *Model) InputLen() int { return m.shapes[0].Len() }
 

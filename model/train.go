@@ -69,7 +69,7 @@ func (s *TrainSession) StepFrom(from int, x []float32, labels []int, firstTraina
 			return 0, 0, fmt.Errorf("label %d of image %d is outside 0..%d", y, i, k-1)
 		}
 		row := p[i*k : (i+1)*k]
-		loss -= math.Log(math.Max(float64(row[y]), 1e-30))
+		loss += crossEntropy(logits[i*k:(i+1)*k], y)
 		best := 0
 		for j, v := range row {
 			d[i*k+j] = v * inv
@@ -103,6 +103,16 @@ func (s *TrainSession) Logits(from int, x []float32, n int) []float32 {
 	return s.r.forwardRange(x, n, from, len(s.m.Spec.Layers))
 }
 
+// Range runs layers [from, to) in eval mode on x, the input of layer
+// from, and returns the input of layer to, in a buffer owned by the
+// session.
+func (s *TrainSession) Range(x []float32, n, from, to int) []float32 {
+	train := s.r.train
+	s.r.train = false
+	defer func() { s.r.train = train }()
+	return s.r.forwardRange(x, n, from, to)
+}
+
 // ActLen is the per-image size of the activations entering layer i.
 func (m *Model) ActLen(i int) int { return m.shapes[i].Len() }
 
@@ -114,12 +124,24 @@ func (s *TrainSession) Loss(x []float32, labels []int) float64 {
 	defer func() { s.r.train = train }()
 	n, k := len(labels), s.m.Spec.Classes
 	logits := s.r.forward(x, n)
-	p := s.probs[:n*k]
-	copy(p, logits)
-	softmax(n, k, p)
 	var loss float64
 	for i, y := range labels {
-		loss -= math.Log(math.Max(float64(p[i*k+y]), 1e-30))
+		loss += crossEntropy(logits[i*k:(i+1)*k], y)
 	}
 	return loss / float64(n)
+}
+
+// crossEntropy is −log softmax(z)[y], computed as log Σexp(z−max) − (z_y −
+// max) in float64: taking the log of a float32 probability would cap the
+// loss where the probability underflows (a confident wrong answer).
+func crossEntropy(z []float32, y int) float64 {
+	m := z[0]
+	for _, v := range z {
+		m = max(m, v)
+	}
+	var s float64
+	for _, v := range z {
+		s += math.Exp(float64(v - m))
+	}
+	return math.Log(s) - float64(z[y]-m)
 }

@@ -75,10 +75,6 @@ __global__ void softmax(float* z, long long n, long long classes) {
 // ---- training ----
 extern "C" {
 
-__global__ void fill(float* x, long long n, double v) {
-    LOOP(i, n) { x[i] = (float)v; }
-}
-
 __global__ void mul(float* x, const float* m, long long n) {
     LOOP(i, n) { x[i] *= m[i]; }
 }
@@ -105,9 +101,26 @@ __global__ void maxpool_train(const float* x, float* y, int* arg, long long c, l
     }
 }
 
-// dx must be zeroed; overlapping windows make atomics necessary.
-__global__ void maxpool_bwd(const float* dy, const int* arg, float* dx, long long n) {
-    LOOP(i, n) { atomicAdd(&dx[arg[i]], dy[i]); }
+// Adjoint of max-pool, gathering: each input element sums the gradients of
+// the windows that picked it, in output order (the CPU engine's order). No
+// atomics, so every run gives the same bytes. One thread per input element;
+// dx needs no clearing.
+__global__ void maxpool_bwd(const float* dy, const int* arg, float* dx, long long c, long long h, long long w,
+                            long long oh, long long ow, long long k, long long s, long long pad) {
+    LOOP(i, c * h * w) {
+        long long ix = i % w, iy = (i / w) % h, ch = i / (h * w);
+        // Output o covers inputs [o*s - pad, o*s - pad + k).
+        long long ty = iy + pad - k, tx = ix + pad - k;
+        long long oy0 = ty < 0 ? 0 : ty / s + 1, ox0 = tx < 0 ? 0 : tx / s + 1;
+        long long oy1 = min((iy + pad) / s, oh - 1), ox1 = min((ix + pad) / s, ow - 1);
+        float acc = 0.0f;
+        for (long long oy = oy0; oy <= oy1; oy++)
+            for (long long ox = ox0; ox <= ox1; ox++) {
+                long long o = (ch * oh + oy) * ow + ox;
+                if (arg[o] == (int)i) acc += dy[o];
+            }
+        dx[i] = acc;
+    }
 }
 
 __global__ void lrn_train(const float* x, float* y, float* scale, long long c, long long hw, long long size,

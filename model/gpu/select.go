@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 
 	"github.com/leafwatch/leafwatch/model"
 )
@@ -31,7 +32,7 @@ func Select(m *model.Model, kind string, opt model.Options, log *slog.Logger) (m
 	default:
 		return nil, fmt.Errorf("engine %q: use auto, cpu or cuda", kind)
 	}
-	e, err := newCUDA(m, opt)
+	e, err := newCUDA(m, opt, log)
 	if err == nil {
 		log.Info("engine selected", "engine", e.Engine(), "why", "CUDA device available")
 		return e, nil
@@ -44,6 +45,11 @@ func Select(m *model.Model, kind string, opt model.Options, log *slog.Logger) (m
 	return c, nil
 }
 
+func lockThread() func() {
+	runtime.LockOSThread()
+	return runtime.UnlockOSThread
+}
+
 // Available reports whether this binary has CUDA and a device is usable,
 // with the reason when not.
 func Available() (bool, string) { return available() }
@@ -54,6 +60,7 @@ type OptimSettings struct {
 	WeightDecay float32
 	Mult        map[string]float32   // learning-rate multiplier per parameter; 0 freezes
 	Velocity    map[string][]float32 // momentum to resume from (may be empty)
+	Log         *slog.Logger         // where the device and libraries are reported
 }
 
 // TrainStepper is a training backend: forward, backward and the optimizer

@@ -167,7 +167,7 @@ func NewTrainer(cfg Config, data *Dataset, m *model.Model, opt *SGD, st *State) 
 	switch cfg.Engine {
 	case "", "cpu":
 	case "auto", "cuda":
-		dev, err := gpu.NewTrainer(m, cfg.BatchSize, gpu.OptimSettings{Momentum: opt.Momentum, WeightDecay: opt.WeightDecay, Mult: opt.Mult, Velocity: opt.Velocity})
+		dev, err := gpu.NewTrainer(m, cfg.BatchSize, gpu.OptimSettings{Momentum: opt.Momentum, WeightDecay: opt.WeightDecay, Mult: opt.Mult, Velocity: opt.Velocity, Log: cfg.Log})
 		switch {
 		case err == nil:
 			t.dev = dev

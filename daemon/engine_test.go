@@ -1,0 +1,187 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"gocv.io/x/gocv"
+
+	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/mqtt"
+)
+
+// failingEngine stands in for a CUDA engine (no GPU here) that loses its
+// context after a few inferences: from then on every call fails with
+// model.ErrEngineFailed, as model/gpu's engine does after a sticky error.
+type failingEngine struct {
+	inner  model.Engine
+	after  int32
+	calls  atomic.Int32
+	closed atomic.Bool
+}
+
+func (f *failingEngine) Engine() string      { return "cuda/fake" }
+func (f *failingEngine) Model() *model.Model { return f.inner.Model() }
+func (f *failingEngine) Close() error        { f.closed.Store(true); return nil }
+func (f *failingEngine) Probabilities(ctx context.Context, x []float32, n int, p []float32) error {
+	if f.calls.Add(1) > f.after {
+		return fmt.Errorf("CUDA forward: %w: CUDA context lost (IllegalAddress)", model.ErrEngineFailed)
+	}
+	return f.inner.Probabilities(ctx, x, n, p)
+}
+func (f *failingEngine) Classify(ctx context.Context, x []float32, n, k int) ([]model.Prediction, error) {
+	return model.ClassifyWith(ctx, f, x, n, k)
+}
+
+func writeTestVideo(t *testing.T, path string, frames int) {
+	t.Helper()
+	vw, err := gocv.VideoWriterFile(path, "MJPG", 10, 320, 240, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < frames; i++ {
+		f := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(40, float64(100+5*i), 60, 0), 240, 320, gocv.MatTypeCV8UC3)
+		vw.Write(f)
+		f.Close()
+	}
+	vw.Close()
+}
+
+// TestEngineFailureFallsBackToCPU: when the engine reports it has failed,
+// the daemon switches to the CPU engine, keeps publishing, and says so in
+// the log, the metrics, /readyz and the stats message.
+func TestEngineFailureFallsBackToCPU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full AlexNet in -short mode")
+	}
+	dir := t.TempDir()
+	m, err := model.NewRandom(model.TorchVision, 4, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Meta.Labels = []string{"Tomato___Late_blight", "Tomato___Leaf_Mold", "Tomato___Target_Spot", "Tomato___healthy"}
+	ckpt := filepath.Join(dir, "model.safetensors")
+	if err := m.Save(ckpt); err != nil {
+		t.Fatal(err)
+	}
+	video := filepath.Join(dir, "bench.avi")
+	writeTestVideo(t, video, 20)
+	brokerAddr, httpAddr := freeAddr(t), freeAddr(t)
+	yaml := fmt.Sprintf("device: fb\nmodel: %s\nstate_dir: %s\nlisten: %s\nbroker: embedded\nembedded_broker: {address: %s}\nstats_interval: 300ms\n"+
+		"cameras:\n  - name: bench1\n    source: file://%s?loop=true\n    interval: 200ms\n    decision: {threshold: 0.01, k: 1, n: 1}\n",
+		ckpt, filepath.Join(dir, "state"), httpAddr, brokerAddr, video)
+	cfg, err := ParseConfig("fb.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Replace the engine New chose with one that fails after 3 samples
+	// (the probe inference of a reload counts as one).
+	fe := &failingEngine{inner: d.engine(), after: 3}
+	d.clf.Store(&engineBox{fe})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	var mu sync.Mutex
+	var states, stats []string
+	time.Sleep(300 * time.Millisecond)
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID("fb-sub"))
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber: %v", tok.Error())
+	}
+	defer sub.Disconnect(100)
+	sub.Subscribe("leafwatch/fb/#", 1, func(_ paho.Client, msg paho.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case strings.HasSuffix(msg.Topic(), "/state"):
+			states = append(states, string(msg.Payload()))
+		case strings.HasSuffix(msg.Topic(), "/stats"):
+			stats = append(stats, string(msg.Payload()))
+		}
+	}).Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := len(states)
+		var last mqtt.Stats
+		if len(stats) > 0 {
+			json.Unmarshal([]byte(stats[len(stats)-1]), &last)
+		}
+		mu.Unlock()
+		if fe.calls.Load() > fe.after && n >= 3 && strings.HasPrefix(last.Engine, "cpu/") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CPU fallback seen: %d engine calls, %d states, last stats engine %q\n%s", fe.calls.Load(), n, last.Engine, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !fe.closed.Load() {
+		t.Error("the failed engine was not closed")
+	}
+	resp, err := http.Get("http://" + httpAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rd readiness
+	json.NewDecoder(resp.Body).Decode(&rd)
+	resp.Body.Close()
+	if !strings.HasPrefix(rd.Engine, "cpu/") || !strings.Contains(rd.EngineFallback, "cuda/fake failed") {
+		t.Errorf("readyz: engine %q, fallback %q", rd.Engine, rd.EngineFallback)
+	}
+	resp, _ = http.Get("http://" + httpAddr + "/metrics")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "leafwatch_engine_fallbacks_total 1") || !strings.Contains(string(body), `leafwatch_engine_info{engine="cpu/`) {
+		t.Errorf("metrics lack the fallback")
+	}
+	if !strings.Contains(logs.String(), "falling back to the CPU") {
+		t.Errorf("the fallback is not logged")
+	}
+	// A reload tries the configured engine again and clears the note.
+	if err := d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := d.fallback.Load().(string); f != "" {
+		t.Errorf("fallback note kept after a reload: %q", f)
+	}
+}
+
+// syncBuffer is a strings.Builder safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
