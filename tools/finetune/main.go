@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/gpu"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
 )
 
@@ -163,8 +164,12 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.IntVar(&cfg.Patience, "patience", 0, "stop after this many epochs without a better val macro-F1 (0 = never)")
 	fs.IntVar(&cfg.Workers, "workers", 2, "image decoding goroutines")
 	engine := fs.String("engine", "auto", "auto (CUDA when built with it and a GPU is present), cpu or cuda")
+	cudaLibs := fs.String("cuda-libs", "", "folders (colon-separated) to take cuBLAS and NVRTC from; default: the newest CUDA the driver runs, searched")
 	fs.Parse(args)
 	cfg.Engine = *engine
+	if *cudaLibs != "" {
+		gpu.SetLibraryDirs(strings.Split(*cudaLibs, ":"))
+	}
 	if cfg.Data == "" || cfg.Out == "" {
 		return errors.New("train: --data and --out are required")
 	}
