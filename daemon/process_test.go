@@ -15,6 +15,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/leafwatch/leafwatch/internal/mqtttest"
+	"github.com/leafwatch/leafwatch/internal/selfexec"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/mqtt"
 )
@@ -55,7 +56,7 @@ func writeConstantModel(t *testing.T, path string, idx int) {
 
 func startDaemon(t *testing.T, cfg string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := selfexec.Command("-test.run=^$")
 	cmd.Env = append(os.Environ(), "LEAFWATCHD_TEST_CONFIG="+cfg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -129,7 +130,7 @@ cameras:
 	alerts := "leafwatch/proc/bench1/alert"
 	sub := mqtttest.NewSubscriber(t, b.URL(), "proc-watch", false, alerts, "leafwatch/proc/availability")
 	d := startDaemon(t, cfgPath)
-	mqtttest.WaitFor(t, 30*time.Second, "the first alert start", func() bool { return len(sub.On(alerts)) >= 1 })
+	mqtttest.WaitFor(t, 90*time.Second, "the first alert start", func() bool { return len(sub.On(alerts)) >= 1 })
 
 	// Broker down; decisions go on.
 	sub.C.Disconnect(100)
@@ -139,12 +140,16 @@ cameras:
 	os.Rename(ckpt+".bad", ckpt)
 	d.Process.Signal(syscall.SIGHUP) // refused: the Late-blight model keeps serving
 	time.Sleep(1500 * time.Millisecond)
+	// Wait for the decisions themselves (queued in the outbox while the
+	// broker is down), not for a fixed time: under emulation (arm64 tests
+	// run in qemu) every sample is much slower.
+	outbox := filepath.Join(dir, "state", "outbox")
 	writeConstantModel(t, ckpt, 3) // healthy → the alert ends
 	d.Process.Signal(syscall.SIGHUP)
-	time.Sleep(4 * time.Second)
+	mqtttest.WaitFor(t, 90*time.Second, "the alert end in the outbox", func() bool { return queuedAlerts(outbox) >= 1 })
 	writeConstantModel(t, ckpt, 1) // Leaf mold → a new alert
 	d.Process.Signal(syscall.SIGHUP)
-	time.Sleep(4 * time.Second)
+	mqtttest.WaitFor(t, 90*time.Second, "the new alert in the outbox", func() bool { return queuedAlerts(outbox) >= 2 })
 	took := stopDaemon(t, d)
 	pending, _ := os.ReadDir(filepath.Join(dir, "state", "outbox"))
 	t.Logf("daemon stopped in %v with %d outbox entries on disk", took, len(pending))
@@ -156,7 +161,7 @@ cameras:
 	sub = mqtttest.NewSubscriber(t, b.URL(), "proc-watch", false, alerts, "leafwatch/proc/availability")
 	want := []string{"start:Tomato___Late_blight", "end:Tomato___Late_blight", "start:Tomato___Leaf_Mold"}
 	var got []string
-	mqtttest.WaitFor(t, 30*time.Second, "every alert after the outage", func() bool {
+	mqtttest.WaitFor(t, 90*time.Second, "every alert after the outage", func() bool {
 		got = got[:0]
 		seen := map[string]bool{}
 		for _, p := range append(before.On(alerts), sub.On(alerts)...) {
@@ -178,4 +183,16 @@ cameras:
 		return len(a) > 0 && a[len(a)-1] == mqtt.Offline
 	})
 	t.Logf("alerts delivered in order after the outage: %v; second shutdown %v", got, took)
+}
+
+// queuedAlerts counts alert messages waiting in an outbox folder.
+func queuedAlerts(dir string) int {
+	des, _ := os.ReadDir(dir)
+	n := 0
+	for _, de := range des {
+		if b, err := os.ReadFile(filepath.Join(dir, de.Name())); err == nil && strings.Contains(string(b), `"kind":"alert"`) {
+			n++
+		}
+	}
+	return n
 }

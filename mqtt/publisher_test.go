@@ -25,6 +25,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/leafwatch/leafwatch/internal/mqtttest"
+	"github.com/leafwatch/leafwatch/internal/selfexec"
 )
 
 // TestMain doubles as a helper process for tests that must kill a real
@@ -91,7 +92,7 @@ func helperMain(mode string) int {
 // helper starts this test binary as a publishing process.
 func helper(t *testing.T, mode, broker, outbox string, env ...string) (*exec.Cmd, *bufio.Scanner) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := selfexec.Command("-test.run=^$")
 	cmd.Env = append(os.Environ(), "LEAFWATCH_MQTT_HELPER="+mode, "LEAFWATCH_BROKER="+broker, "LEAFWATCH_OUTBOX="+outbox)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr

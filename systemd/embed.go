@@ -14,3 +14,13 @@ var ExampleConfig string
 //
 //go:embed leafwatchd.service
 var Unit string
+
+// JetsonDropIn is jetson.conf, the drop-in for NVIDIA Jetson boards.
+//
+//go:embed jetson.conf
+var JetsonDropIn string
+
+// PathUnit is leafwatchd.path, which starts the service once a model exists.
+//
+//go:embed leafwatchd.path
+var PathUnit string

@@ -4,36 +4,92 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
 
-// TestUnitVerifies runs systemd-analyze verify on the shipped unit, with
-// the binary path pointed at a stand-in executable (the real one is not
-// installed on a build machine).
-func TestUnitVerifies(t *testing.T) {
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze is not installed")
-	}
+// installUnits writes the units, with the binary path pointed at a
+// stand-in executable (the real one is not installed on a build machine),
+// and the Jetson drop-in when jetson is set.
+func installUnits(t *testing.T, jetson bool) string {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "leafwatchd")
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unit := strings.ReplaceAll(Unit, "/usr/local/bin/leafwatchd", bin)
-	p := filepath.Join(dir, "leafwatchd.service")
-	if err := os.WriteFile(p, []byte(unit), 0o644); err != nil {
-		t.Fatal(err)
+	files := map[string]string{
+		"leafwatchd.service": strings.ReplaceAll(Unit, "/usr/local/bin/leafwatchd", bin),
+		"leafwatchd.path":    PathUnit,
 	}
-	out, err := exec.Command(sa, "verify", p).CombinedOutput()
-	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	if jetson {
+		files["leafwatchd.service.d/jetson.conf"] = JetsonDropIn
+	}
+	for name, text := range files {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestUnitVerifies runs systemd-analyze verify on the shipped units, alone
+// and with the Jetson drop-in, and checks the settings the README promises.
+func TestUnitVerifies(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed")
+	}
+	for _, jetson := range []bool{false, true} {
+		dir := installUnits(t, jetson)
+		out, err := exec.Command(sa, "verify", filepath.Join(dir, "leafwatchd.service"), filepath.Join(dir, "leafwatchd.path")).CombinedOutput()
+		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+			t.Fatalf("systemd-analyze verify (jetson drop-in %v): %v\n%s", jetson, err, out)
+		}
 	}
 	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "SupplementaryGroups=video", "StateDirectory=leafwatch",
-		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"} {
+		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "After=network-online.target nvargus-daemon.service",
+		"ConditionPathExists=/var/lib/leafwatch/model.safetensors", "DeviceAllow=char-nvidia* rw", "UMask=0027"} {
 		if !strings.Contains(Unit, want) {
 			t.Errorf("unit lacks %s", want)
+		}
+	}
+	// Jetson: Argus's socket in /tmp, and the device groups as they are
+	// named in /proc/devices (globs: nvhost-ctrl, nvhost-gpu, …).
+	for _, want := range []string{"PrivateTmp=no", "DeviceAllow=char-nvhost* rw", "DeviceAllow=char-nvmap rw", "DeviceAllow=char-nvgpu* rw", "Wants=nvargus-daemon.service"} {
+		if !strings.Contains(JetsonDropIn, want) {
+			t.Errorf("Jetson drop-in lacks %s", want)
+		}
+	}
+}
+
+var exposureRe = regexp.MustCompile(`Overall exposure level for leafwatchd.service: ([0-9.]+)`)
+
+// TestUnitExposure keeps systemd's exposure score of the sandbox from
+// creeping up (3.3 on its own, 3.5 with the Jetson drop-in, out of 10).
+func TestUnitExposure(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed")
+	}
+	for _, c := range []struct {
+		jetson bool
+		limit  float64
+	}{{false, 3.5}, {true, 3.7}} {
+		dir := installUnits(t, c.jetson)
+		out, err := exec.Command(sa, "security", "--offline=true", filepath.Join(dir, "leafwatchd.service")).CombinedOutput()
+		m := exposureRe.FindSubmatch(out)
+		if m == nil {
+			t.Skipf("systemd-analyze security --offline unsupported here: %v\n%s", err, out)
+		}
+		score, _ := strconv.ParseFloat(string(m[1]), 64)
+		t.Logf("exposure (jetson drop-in %v): %.1f", c.jetson, score)
+		if score > c.limit {
+			t.Errorf("exposure %.1f above %.1f (jetson drop-in %v)", score, c.limit, c.jetson)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ type cvReader struct {
 	fps      float64
 	once     sync.Once
 	failures int
+	csi      bool
 }
 
 func (r *cvReader) Interruptible() bool { return false }
@@ -40,7 +42,11 @@ func (r *cvReader) Read(dst *gocv.Mat) error {
 		return nil
 	}
 	if !r.file {
-		return errors.New("camera returned no frame")
+		err := errors.New("camera returned no frame")
+		if r.csi {
+			err = csiHint(err)
+		}
+		return err
 	}
 	if !r.loop {
 		return errEnd
@@ -93,6 +99,26 @@ func checkPipeline(ctx context.Context, p string) error {
 	return nil
 }
 
+// argusSocket is where nvargus-daemon, which owns Jetson CSI cameras,
+// listens; nvarguscamerasrc talks to it.
+const argusSocket = "/tmp/argus_socket"
+
+// csiHint adds what usually cures a failing CSI camera. Argus reports its
+// errors ("Failed to create CaptureSession") on the process's stderr, not to
+// OpenCV, so every CSI failure carries the hint.
+func csiHint(err error) error {
+	hint := "if the journal shows \"Failed to create CaptureSession\", restarting nvargus-daemon is the usual cure: sudo systemctl restart nvargus-daemon"
+	if strings.Contains(err.Error(), argusSocket) {
+		hint = "nvargus-daemon is not running, or the service cannot see its socket (PrivateTmp=yes hides /tmp: install the Jetson drop-in, systemd/jetson.conf): sudo systemctl restart nvargus-daemon"
+	}
+	return fmt.Errorf("%w; %s", err, hint)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 func openCapture(ctx context.Context, s SourceSpec) (reader, error) {
 	var (
 		target any
@@ -120,9 +146,18 @@ func openCapture(ctx context.Context, s SourceSpec) (reader, error) {
 		}
 		fallthrough
 	case KindCSI, KindGst:
+		if s.Kind == KindV4L2 {
+			var err error
+			if s, err = s.ResolveDecoder(func(el string) (bool, error) { return gstElementExists(ctx, el) }); err != nil {
+				return nil, err
+			}
+		}
 		p := s.Pipeline()
 		if err := checkPipeline(ctx, p); err != nil {
 			return nil, err
+		}
+		if s.Kind == KindCSI && !fileExists(argusSocket) {
+			return nil, csiHint(errors.New("no Argus socket " + argusSocket))
 		}
 		target, api = p, gocv.VideoCaptureGstreamer
 	default:
@@ -140,7 +175,11 @@ func openCapture(ctx context.Context, s SourceSpec) (reader, error) {
 	}
 	if !vc.IsOpened() {
 		vc.Close()
-		return nil, fmt.Errorf("open %s: OpenCV could not open it", s.URI)
+		err := fmt.Errorf("open %s: OpenCV could not open it", s.URI)
+		if s.Kind == KindCSI {
+			err = csiHint(err)
+		}
+		return nil, err
 	}
 	if s.Kind == KindV4L2 && s.Backend == "v4l2" {
 		if s.Width > 0 {
@@ -151,7 +190,7 @@ func openCapture(ctx context.Context, s SourceSpec) (reader, error) {
 			vc.Set(gocv.VideoCaptureFPS, s.FPS)
 		}
 	}
-	r := &cvReader{vc: vc, loop: s.Loop, file: s.Kind == KindFile}
+	r := &cvReader{vc: vc, loop: s.Loop, file: s.Kind == KindFile, csi: s.Kind == KindCSI}
 	if r.file {
 		r.fps = vc.Get(gocv.VideoCaptureFPS)
 	}

@@ -2,6 +2,7 @@ package vision
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"gocv.io/x/gocv"
+
+	"github.com/leafwatch/leafwatch/internal/selfexec"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -61,6 +64,9 @@ func runCamera(t testing.TB, uri string) (*Camera, context.CancelFunc) {
 
 func waitUntil(t testing.TB, d time.Duration, what string, f func() bool) {
 	t.Helper()
+	if os.Getenv(selfexec.Env) != "" {
+		d *= 5 // under emulation (arm64 tests in qemu) GStreamer starts slowly
+	}
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
 		if f() {
@@ -249,6 +255,14 @@ func TestParseSource(t *testing.T) {
 		{uri: "csi://1?width=1280&height=720&fps=60&rotate=180", kind: KindCSI, pipeline: "nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=60/1,format=NV12 ! nvvidconv flip-method=2 ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"},
 		{uri: "v4l2:///dev/video0?width=640&height=480", kind: KindV4L2, pipeline: "v4l2src device=/dev/video0 ! video/x-raw,width=640,height=480 ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"},
 		{uri: "v4l2:///dev/video2?backend=v4l2", kind: KindV4L2},
+		{uri: "v4l2:///dev/video0?width=1920&height=1080&fps=30&format=mjpeg&decoder=sw", kind: KindV4L2,
+			pipeline: "v4l2src device=/dev/video0 ! image/jpeg,width=1920,height=1080,framerate=30/1 ! jpegdec ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"},
+		{uri: "v4l2:///dev/video1?format=mjpeg&decoder=hw&width=1280&height=720", kind: KindV4L2,
+			pipeline: "v4l2src device=/dev/video1 ! image/jpeg,width=1280,height=720 ! jpegparse ! nvv4l2decoder mjpeg=1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"},
+		{uri: "v4l2:///dev/video0?format=h264", bad: true},
+		{uri: "v4l2:///dev/video0?format=mjpeg&decoder=fast", bad: true},
+		{uri: "v4l2:///dev/video0?format=mjpeg&backend=v4l2", bad: true},
+		{uri: "file:///x.mp4?format=mjpeg", bad: true},
 		{uri: "rtsp://user:pw@10.0.0.5:554/stream1?fps=5", kind: KindRTSP},
 		{uri: "http://cam:8080/video.mjpg", kind: KindHTTP},
 		{uri: "file:///data/x.mp4?loop=true", kind: KindFile},
@@ -296,5 +310,41 @@ func TestTileBoxesCoverFrame(t *testing.T) {
 	}
 	if covered != image.Rect(0, 0, 1920, 1080) {
 		t.Errorf("tiles cover %v", covered)
+	}
+}
+
+// TestResolveDecoder: decoder=auto decodes MJPEG in hardware exactly when
+// the Jetson element exists.
+func TestResolveDecoder(t *testing.T) {
+	s, err := ParseSource("v4l2:///dev/video0?format=mjpeg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		has  bool
+		want string
+	}{{true, "nvv4l2decoder"}, {false, "jpegdec"}} {
+		var asked string
+		r, err := s.ResolveDecoder(func(el string) (bool, error) { asked = el; return c.has, nil })
+		if err != nil || asked != "nvv4l2decoder" || !strings.Contains(r.Pipeline(), c.want) {
+			t.Errorf("element present=%v: asked %q, pipeline %s, err %v", c.has, asked, r.Pipeline(), err)
+		}
+	}
+	if _, err := s.ResolveDecoder(func(string) (bool, error) { return false, errors.New("no gst-inspect") }); err == nil {
+		t.Error("a failed element check was ignored")
+	}
+	raw, _ := ParseSource("v4l2:///dev/video0")
+	if r, _ := raw.ResolveDecoder(func(string) (bool, error) { t.Error("asked for a raw camera"); return true, nil }); r.Pipeline() != raw.Pipeline() {
+		t.Error("a raw camera's pipeline changed")
+	}
+}
+
+// TestCSIHints: a CSI failure says what usually cures it.
+func TestCSIHints(t *testing.T) {
+	if e := csiHint(errors.New("open csi://0: OpenCV could not open it")).Error(); !strings.Contains(e, "Failed to create CaptureSession") || !strings.Contains(e, "systemctl restart nvargus-daemon") {
+		t.Errorf("open failure: %s", e)
+	}
+	if e := csiHint(errors.New("no Argus socket " + argusSocket)).Error(); !strings.Contains(e, "PrivateTmp") || !strings.Contains(e, "nvargus-daemon") {
+		t.Errorf("missing socket: %s", e)
 	}
 }

@@ -35,6 +35,13 @@ type SourceSpec struct {
 	Rotate        int     // 0, 90, 180, 270 (clockwise)
 	Loop          bool    // file and folder sources start over at the end
 	Backend       string  // v4l2: "gstreamer" (default) or "v4l2"
+	// Format is what a v4l2 camera is asked to send: "raw" (default) or
+	// "mjpeg" (most USB cameras above 640×480 at full frame rate).
+	Format string
+	// Decoder decodes MJPEG: "auto" (the Jetson hardware decoder
+	// nvv4l2decoder when it exists, else jpegdec), "hw" or "sw". Open
+	// resolves auto; Pipeline needs hw or sw.
+	Decoder string
 
 	OpenTimeout time.Duration
 	ReadTimeout time.Duration
@@ -44,6 +51,7 @@ type SourceSpec struct {
 //
 //	csi://0?width=1920&height=1080&fps=30&flip=rotate-180
 //	v4l2:///dev/video0?width=1280&height=720&backend=v4l2
+//	v4l2:///dev/video0?width=1920&height=1080&fps=30&format=mjpeg
 //	rtsp://user:pw@cam.local:554/stream1
 //	http://cam.local:8080/video.mjpg
 //	file:///data/greenhouse.mp4?loop=true
@@ -102,6 +110,23 @@ func ParseSource(raw string) (SourceSpec, error) {
 			return s, fmt.Errorf("source %q: backend must be gstreamer or v4l2", s.URI)
 		}
 		q.Del("backend")
+		s.Format, s.Decoder = "raw", "auto"
+		if v := q.Get("format"); v != "" {
+			s.Format = v
+		}
+		if v := q.Get("decoder"); v != "" {
+			s.Decoder = v
+		}
+		q.Del("format")
+		q.Del("decoder")
+		switch {
+		case s.Format != "raw" && s.Format != "mjpeg":
+			return s, fmt.Errorf("source %q: format must be raw or mjpeg", s.URI)
+		case s.Decoder != "auto" && s.Decoder != "hw" && s.Decoder != "sw":
+			return s, fmt.Errorf("source %q: decoder must be auto, hw (Jetson nvv4l2decoder) or sw (jpegdec)", s.URI)
+		case s.Format == "mjpeg" && s.Backend != "gstreamer":
+			return s, fmt.Errorf("source %q: format=mjpeg needs the gstreamer backend (OpenCV's v4l2 backend decodes by itself)", s.URI)
+		}
 	case "rtsp", "rtsps":
 		s.Kind, s.Target = KindRTSP, stripQuery(u, q)
 	case "http", "https":
@@ -228,17 +253,47 @@ func (s SourceSpec) Pipeline() string {
 			return ""
 		}
 		caps := "video/x-raw"
+		if s.Format == "mjpeg" {
+			caps = "image/jpeg"
+		}
 		if w > 0 && h > 0 {
 			caps += fmt.Sprintf(",width=%d,height=%d", w, h)
 		}
 		if fps > 0 {
 			caps += fmt.Sprintf(",framerate=%d/1", fps)
 		}
-		return fmt.Sprintf("v4l2src device=%s ! %s ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1", s.Target, caps)
+		const tail = "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+		switch {
+		case s.Format != "mjpeg":
+			return fmt.Sprintf("v4l2src device=%s ! %s ! %s", s.Target, caps, tail)
+		case s.Decoder == "hw":
+			// Jetson: the NVJPG engine decodes into NVMM memory; nvvidconv
+			// brings the frame back to system memory.
+			return fmt.Sprintf("v4l2src device=%s ! %s ! jpegparse ! nvv4l2decoder mjpeg=1 ! nvvidconv ! video/x-raw,format=BGRx ! %s", s.Target, caps, tail)
+		default:
+			return fmt.Sprintf("v4l2src device=%s ! %s ! jpegdec ! %s", s.Target, caps, tail)
+		}
 	case KindGst:
 		return s.Target
 	}
 	return ""
+}
+
+// ResolveDecoder turns decoder=auto into hw when the Jetson hardware JPEG
+// decoder exists and sw otherwise; exists asks GStreamer's registry.
+func (s SourceSpec) ResolveDecoder(exists func(element string) (bool, error)) (SourceSpec, error) {
+	if s.Kind != KindV4L2 || s.Format != "mjpeg" || s.Decoder != "auto" {
+		return s, nil
+	}
+	hw, err := exists("nvv4l2decoder")
+	if err != nil {
+		return s, err
+	}
+	s.Decoder = "sw"
+	if hw {
+		s.Decoder = "hw"
+	}
+	return s, nil
 }
 
 // nvFlipMethod maps flip/rotate to nvvidconv's flip-method: 0 none,
