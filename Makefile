@@ -11,6 +11,7 @@ PKGS      := ./...
 RACE_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v -e '/model$$' -e '/train$$')
 
 .PHONY: deps-cuda build-cuda vet-cuda gpu-check test-cuda-emu test-cuda-emu-mutants devcheck
+.PHONY: deps-cross build-arm64 test-arm64 test-opencv-matrix package package-test
 .PHONY: all deps build build-purego test test-short vet fmt-check bench demo clean fuzz
 
 all: build
@@ -31,7 +32,8 @@ build-purego:
 	CGO_ENABLED=0 $(GO) build ./model/ ./model/gpu/
 	CGO_ENABLED=0 $(GO) vet ./model/ ./model/gpu/
 
-# CUDA: headers and stubs from Debian non-free; compiling needs no GPU.
+# CUDA: headers from Debian non-free, or the CUDA toolkit / JetPack's own
+# when present (then nothing is installed); compiling needs no GPU.
 deps-cuda:
 	@bash scripts/deps.sh --cuda
 
@@ -105,5 +107,45 @@ fuzz:
 demo: build
 	@bash scripts/demo.sh
 
+# ---- arm64 and packages (see the README's "arm64, JetPack and packages") ----
+# Cross builds compile against Debian sysroots made by scripts/sysroot.sh
+# (kept in ~/.cache/leafwatch/sysroot); arm64 tests run under qemu.
+QEMU_TEST = $(CURDIR)/scripts/qemu-run.sh
+
+deps-cross:
+	@bash scripts/deps.sh --cross
+
+build-arm64: deps deps-cross deps-cuda
+	@mkdir -p $(BIN)/arm64 $(BIN)/arm64-cuda
+	scripts/cross.sh bookworm arm64 $(GO) build -o $(BIN)/arm64/ ./daemon/cmd/leafwatchd ./tools/finetune
+	scripts/cross.sh bookworm arm64 $(GO) build -tags cuda -o $(BIN)/arm64-cuda/ ./daemon/cmd/leafwatchd ./tools/finetune ./tools/gpucheck
+
+test-arm64: deps deps-cross
+	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -timeout 30m -exec $(QEMU_TEST) ./model/ ./vision/ ./mqtt/ ./daemon/
+	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -tags cuda -exec $(QEMU_TEST) -run 'Select|ChooseArch' ./model/gpu/
+
+# The packages that use gocv against OpenCV 4.5 (bullseye, as JetPack 5)
+# and 4.10 (trixie, newer than JetPack 6's 4.8), arm64 under qemu.
+test-opencv-matrix: deps deps-cross
+	@for suite in bullseye trixie; do \
+	  echo "== OpenCV of $$suite"; \
+	  scripts/cross.sh $$suite arm64 $(GO) test -count=1 -timeout 20m -exec $(QEMU_TEST) ./vision/ ./model/dnncheck/ || exit 1; \
+	  scripts/cross.sh $$suite arm64 $(GO) build -o /dev/null ./daemon/cmd/leafwatchd || exit 1; \
+	done
+
+DIST ?= dist
+package: deps deps-cross deps-cuda
+	@for t in amd64 arm64 jetpack5; do OUT=$(DIST) scripts/package.sh $$t || exit 1; done
+
+# Inspects every package (control, conffiles, scripts, glibc/GLIBCXX and
+# sonames from the ELF), then installs the amd64 one into a throw-away
+# Debian root, upgrades it over an edited config and purges it.
+package-test: package
+	scripts/check-package.sh $(DIST)/leafwatch_$(shell cat VERSION)_amd64.deb 2.36 3.4.30 'libopencv_core\.so\.406' 'libopenblas\.so\.0'
+	scripts/check-package.sh $(DIST)/leafwatch_$(shell cat VERSION)_arm64.deb 2.36 3.4.30 'libopencv_core\.so\.406' 'libopenblas\.so\.0'
+	scripts/check-package.sh $(DIST)/leafwatch-jetpack5_$(shell cat VERSION)_arm64.deb 2.31 3.4.28 'libopencv_core\.so\.4\.5' 'libopencv_videoio\.so\.4\.5' 'libcuda\.so\.1' 'libopenblas\.so\.0'
+	VERSION=$(shell cat VERSION).1 OUT=$(DIST)/upgrade scripts/package.sh amd64 >/dev/null
+	scripts/test-package-install.sh $(DIST)/leafwatch_$(shell cat VERSION)_amd64.deb $(DIST)/upgrade/leafwatch_$(shell cat VERSION).1_amd64.deb
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST) $(DEVCHECK)

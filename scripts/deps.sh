@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages Leafwatch builds and tests with, only
 # those that are missing. Without root it prints the apt command and stops.
+#
+#   scripts/deps.sh           build and test (OpenCV, OpenBLAS, mosquitto, …)
+#   scripts/deps.sh --cuda    CUDA headers for -tags cuda builds
+#   scripts/deps.sh --cross   arm64 cross builds, sysroots and qemu
 set -euo pipefail
 
+MODE=${1:-}
 PKGS=(
   pkg-config gcc g++            # cgo
   libopencv-dev                 # gocv (OpenCV 4.6 on bookworm)
@@ -14,13 +19,44 @@ PKGS=(
   systemd                       # systemd-analyze verify of the unit
   ca-certificates
 )
-# --cuda: CUDA 11.8 headers and stub libraries (Debian non-free
-# nvidia-cuda-dev) to build with -tags cuda; no GPU needed to compile.
-CUDA=0
-[[ "${1:-}" == "--cuda" ]] && CUDA=1
-if [[ $CUDA -eq 1 ]]; then
-  PKGS=(nvidia-cuda-dev)
+. /etc/os-release
+jetson=0
+[ -e /etc/nv_tegra_release ] && jetson=1
+
+# Go: distributions' packages are too old on Debian 12 and every JetPack.
+need_go="1.26"
+if ! command -v go >/dev/null; then
+  echo "deps: Go is not installed. Install Go $need_go or newer from https://go.dev/dl/" >&2
+  echo "deps:   (go$need_go.x.linux-$(dpkg --print-architecture 2>/dev/null || echo amd64).tar.gz into /usr/local, PATH=\$PATH:/usr/local/go/bin)" >&2
+  exit 1
 fi
+have_go=$(go env GOVERSION | sed 's/^go//')
+if [ "$(printf '%s\n%s\n' "$need_go" "$have_go" | sort -V | head -1)" != "$need_go" ]; then
+  echo "deps: Go $have_go is too old; Leafwatch needs $need_go or newer (https://go.dev/dl/)" >&2
+  exit 1
+fi
+
+case $MODE in
+  --cuda)
+    # JetPack and NVIDIA's CUDA toolkit bring cuda.h and libcuda: nothing
+    # to install then (Debian's nvidia-cuda-dev would clash with them).
+    for h in /usr/local/cuda/include/cuda.h /usr/local/cuda/targets/*/include/cuda.h /usr/include/cuda.h; do
+      if [ -e "$h" ]; then
+        echo "deps: CUDA headers found at $h"
+        exit 0
+      fi
+    done
+    if [ $jetson -eq 1 ]; then
+      echo "deps: this is a Jetson without JetPack's CUDA: sudo apt install nvidia-jetpack (or nvidia-cuda)" >&2
+      exit 1
+    fi
+    # CUDA 11.8 headers and stubs from Debian non-free (Ubuntu: multiverse).
+    PKGS=(nvidia-cuda-dev) ;;
+  --cross)
+    PKGS=(mmdebstrap qemu-user-static crossbuild-essential-arm64 binutils-aarch64-linux-gnu) ;;
+  "") ;;
+  *) echo "deps: unknown option $MODE (--cuda, --cross)" >&2; exit 2 ;;
+esac
 if [[ -n "${LEAFWATCH_EXTRA_PKGS:-}" ]]; then
   read -r -a extra <<<"$LEAFWATCH_EXTRA_PKGS"
   PKGS+=("${extra[@]}")
@@ -32,12 +68,6 @@ for p in "${PKGS[@]}"; do
     missing+=("$p")
   fi
 done
-
-if ! command -v go >/dev/null; then
-  echo "deps: Go is not installed; install Go 1.26 or newer from your distribution or go.dev" >&2
-  exit 1
-fi
-
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "deps: all system packages present"
   exit 0
@@ -47,7 +77,6 @@ cmd="apt-get install -y --no-install-recommends ${missing[*]}"
 NONFREE=/etc/apt/sources.list.d/leafwatch-nonfree.sources
 add_nonfree() {
   # nvidia-cuda-dev lives in Debian's non-free component.
-  . /etc/os-release
   if [[ "${ID:-}" == "debian" && ! -f $NONFREE ]] && ! grep -rqs "non-free" /etc/apt/sources.list /etc/apt/sources.list.d/; then
     echo "deps: adding Debian's contrib/non-free components for nvidia-cuda-dev ($NONFREE)"
     $SUDO tee $NONFREE >/dev/null <<SRC
@@ -68,7 +97,7 @@ if [[ $(id -u) -ne 0 ]]; then
     SUDO=sudo
   else
     echo "deps: missing packages: ${missing[*]}" >&2
-    [[ $CUDA -eq 1 ]] && echo "deps: enable Debian's non-free component (or Ubuntu's multiverse) first" >&2
+    [[ $MODE == --cuda ]] && echo "deps: enable Debian's non-free component (or Ubuntu's multiverse) first" >&2
     echo "deps: run as root:  apt-get update && $cmd" >&2
     exit 1
   fi
@@ -77,6 +106,6 @@ else
 fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-[[ $CUDA -eq 1 ]] && add_nonfree
+[[ $MODE == --cuda ]] && add_nonfree
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

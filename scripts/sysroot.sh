@@ -38,7 +38,8 @@ pkgs=(libc6-dev "libstdc++-$cxx-dev" libopenblas-dev
 # their libraries not.
 for m in "${modules[@]}" ml stitching; do pkgs+=("libopencv-$m-dev"); done
 
-stamp=$(printf '%s\n' 3 "$suite" "$arch" "$mirror" "${pkgs[@]}" | sha256sum | cut -c1-16)
+# Rebuilt when the package list or this script changes.
+stamp=$( (printf '%s\n' "$suite" "$arch" "$mirror" "${pkgs[@]}"; cat "$0") | sha256sum | cut -c1-16)
 if [ "$(cat "$dir/.leafwatch-sysroot" 2>/dev/null)" = "$stamp" ]; then
   echo "$dir"
   exit 0
