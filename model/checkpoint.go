@@ -1,15 +1,21 @@
 package model
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"math/bits"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"time"
 	"unsafe"
@@ -180,15 +186,30 @@ func (t *teeWriter) Write(p []byte) (int, error) {
 	return t.f.Write(p)
 }
 
-// Load reads a checkpoint file. The file is memory-mapped where the OS
-// allows it, so the 230 MB of weights are copied once, not twice.
+// Load reads a checkpoint file, streaming each tensor from the file into
+// its own memory: the weights are never held twice, and nothing is
+// mapped, so a file truncated or overwritten while it is read (`cp` over
+// the model during a reload) gives an error, never a SIGBUS. A file that
+// changes while it is read is refused; a file renamed over the path
+// meanwhile is harmless (the open file is read to its end).
 func Load(path string) (*Model, error) {
-	buf, release, err := mapFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint: %w", err)
 	}
-	defer release()
-	m, err := Decode(buf)
+	defer f.Close()
+	before, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoint: %w", err)
+	}
+	if !before.Mode().IsRegular() {
+		return nil, fmt.Errorf("load checkpoint: %s is not a regular file", path)
+	}
+	m, err := readCheckpoint(bufio.NewReaderSize(f, 1<<20), before.Size())
+	after, serr := f.Stat()
+	if serr == nil && (after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime())) {
+		return nil, fmt.Errorf("load checkpoint %s: the file changed while it was read (deploy by copying beside it and renaming over it)", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", path, err)
 	}
@@ -201,46 +222,71 @@ const maxHeader = 100 << 20
 
 // Decode parses a whole checkpoint held in memory.
 func Decode(buf []byte) (*Model, error) {
-	if len(buf) < 10 {
-		return nil, fmt.Errorf("%w: %d bytes is too short to be a safetensors file", ErrNotCheckpoint, len(buf))
+	return readCheckpoint(bytes.NewReader(buf), int64(len(buf)))
+}
+
+type tensorEntry struct {
+	name       string
+	DType      string   `json:"dtype"`
+	Shape      []uint64 `json:"shape"`
+	Offsets    []uint64 `json:"data_offsets"`
+	begin, end uint64
+}
+
+// readCheckpoint decodes size bytes of safetensors from r. Everything is
+// checked against the header and the spec before a tensor is allocated,
+// so a hostile header cannot make it allocate more than the file holds.
+func readCheckpoint(r io.Reader, size int64) (*Model, error) {
+	h := sha256.New()
+	tr := io.TeeReader(r, h)
+	if size < 10 {
+		return nil, fmt.Errorf("%w: %d bytes is too short to be a safetensors file", ErrNotCheckpoint, size)
 	}
-	n := binary.LittleEndian.Uint64(buf[:8])
-	if n > maxHeader || buf[8] != '{' {
+	var lenBuf [8]byte
+	if _, err := io.ReadFull(tr, lenBuf[:]); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotCheckpoint, err)
+	}
+	n := binary.LittleEndian.Uint64(lenBuf[:])
+	if n > maxHeader || n < 2 {
 		return nil, fmt.Errorf("%w: not a safetensors file (no JSON header after the 8-byte length)", ErrNotCheckpoint)
 	}
-	if n > uint64(len(buf)-8) {
-		return nil, fmt.Errorf("%w: truncated file: header claims %d bytes, only %d follow", ErrNotCheckpoint, n, len(buf)-8)
+	if n > uint64(size-8) {
+		return nil, fmt.Errorf("%w: truncated file: header claims %d bytes, only %d follow", ErrNotCheckpoint, n, size-8)
+	}
+	hdr := make([]byte, n)
+	if _, err := io.ReadFull(tr, hdr); err != nil {
+		return nil, fmt.Errorf("%w: header: %v", ErrNotCheckpoint, err)
+	}
+	if hdr[0] != '{' {
+		return nil, fmt.Errorf("%w: not a safetensors file (no JSON header after the 8-byte length)", ErrNotCheckpoint)
 	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(buf[8:8+n], &raw); err != nil {
+	if err := json.Unmarshal(hdr, &raw); err != nil {
 		return nil, fmt.Errorf("%w: not a safetensors file: header is not JSON: %v", ErrNotCheckpoint, err)
 	}
-	// Check the data size before the library does, to say "truncated"
-	// rather than a generic mismatch.
+	var md map[string]string
+	if m, ok := raw["__metadata__"]; ok {
+		if err := json.Unmarshal(m, &md); err != nil {
+			return nil, fmt.Errorf("%w: __metadata__: %v", ErrNotCheckpoint, err)
+		}
+		delete(raw, "__metadata__")
+	}
+	dataLen := uint64(size) - 8 - n
+	var entries []*tensorEntry
 	var need uint64
-	for name, r := range raw {
-		if name == "__metadata__" {
-			continue
+	for name, msg := range raw {
+		e := &tensorEntry{name: name}
+		if err := json.Unmarshal(msg, e); err != nil || len(e.Offsets) != 2 || e.Offsets[0] > e.Offsets[1] {
+			return nil, fmt.Errorf("%w: tensor %q: bad entry in the header", ErrNotCheckpoint, name)
 		}
-		var ti struct {
-			Offsets []uint64 `json:"data_offsets"`
-		}
-		if json.Unmarshal(r, &ti) == nil && len(ti.Offsets) == 2 && ti.Offsets[1] > need {
-			need = ti.Offsets[1]
-		}
+		e.begin, e.end = e.Offsets[0], e.Offsets[1]
+		need = max(need, e.end)
+		entries = append(entries, e)
 	}
-	if have := uint64(len(buf)) - 8 - n; need > have {
-		return nil, fmt.Errorf("%w: truncated file: tensors need %d bytes of data, %d present", ErrNotCheckpoint, need, have)
+	if need > dataLen {
+		return nil, fmt.Errorf("%w: truncated file: tensors need %d bytes of data, %d present", ErrNotCheckpoint, need, dataLen)
 	}
-	st, err := safetensors.Deserialize(buf)
-	if err != nil {
-		return nil, fmt.Errorf("%w: safetensors: %v", ErrNotCheckpoint, err)
-	}
-	_, hdr, err := safetensors.ReadMetadata(buf)
-	if err != nil {
-		return nil, fmt.Errorf("%w: safetensors: %v", ErrNotCheckpoint, err)
-	}
-	meta, err := parseHeaderMetadata(hdr.Metadata())
+	meta, err := parseHeaderMetadata(md)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotCheckpoint, err)
 	}
@@ -251,8 +297,6 @@ func Decode(buf []byte) (*Model, error) {
 	if meta.InputSize != spec.InputSize {
 		return nil, fmt.Errorf("%w: input size %d, the %s variant takes %d", ErrNotCheckpoint, meta.InputSize, spec.Variant, spec.InputSize)
 	}
-	// Shapes are checked against the spec before any tensor is copied, so
-	// a hostile header cannot make us allocate more than the file holds.
 	want, err := spec.Params()
 	if err != nil {
 		return nil, err
@@ -261,39 +305,68 @@ func Decode(buf []byte) (*Model, error) {
 	for _, p := range want {
 		wantShape[p.Name] = p
 	}
-	names := st.Names()
-	for _, name := range names {
-		if _, ok := wantShape[name]; !ok {
-			return nil, fmt.Errorf("%w: extra tensor %q is not part of the %s AlexNet", ErrNotCheckpoint, name, spec.Variant)
+	byName := map[string]*tensorEntry{}
+	for _, e := range entries {
+		if _, ok := wantShape[e.name]; !ok {
+			return nil, fmt.Errorf("%w: extra tensor %q is not part of the %s AlexNet", ErrNotCheckpoint, e.name, spec.Variant)
 		}
+		byName[e.name] = e
 	}
-	params := make(map[string]*Tensor, len(want))
 	for _, p := range want {
-		tv, ok := st.Tensor(p.Name)
+		e, ok := byName[p.Name]
 		if !ok {
 			return nil, fmt.Errorf("%w: missing tensor %q (%s)", ErrNotCheckpoint, p.Name, spec.Layers[p.Layer].Group)
 		}
-		shape := make([]int, len(tv.Shape()))
-		for i, d := range tv.Shape() {
+		shape := make([]int, len(e.Shape))
+		for i, d := range e.Shape {
 			shape[i] = int(d)
 		}
 		if !sameShape(shape, p.Shape) {
-			return nil, fmt.Errorf("%w: tensor %q has shape %v, expected %v for %d classes", ErrNotCheckpoint, p.Name, tv.Shape(), p.Shape, spec.Classes)
+			return nil, fmt.Errorf("%w: tensor %q has shape %v, expected %v for %d classes", ErrNotCheckpoint, p.Name, e.Shape, p.Shape, spec.Classes)
 		}
-		if tv.DType() != safetensors.F32 {
-			return nil, fmt.Errorf("%w: tensor %q is %v, checkpoints hold F32", ErrNotCheckpoint, p.Name, tv.DType())
+		if e.DType != "F32" {
+			return nil, fmt.Errorf("%w: tensor %q is %s, checkpoints hold F32", ErrNotCheckpoint, p.Name, e.DType)
 		}
-		t := &Tensor{Shape: shape, Data: make([]float32, numel(shape))}
-		src := tv.Data()
-		for i := range t.Data {
-			t.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		if e.end-e.begin != uint64(numel(shape))*4 {
+			return nil, fmt.Errorf("%w: tensor %q holds %d bytes, shape %v needs %d", ErrNotCheckpoint, p.Name, e.end-e.begin, shape, numel(shape)*4)
 		}
-		params[p.Name] = t
 	}
-	h := sha256.Sum256(buf)
-	meta.Version = hex.EncodeToString(h[:])[:12]
+	sort.Slice(entries, func(i, j int) bool { return entries[i].begin < entries[j].begin })
+	for i := 1; i < len(entries); i++ {
+		if entries[i].begin < entries[i-1].end {
+			return nil, fmt.Errorf("%w: tensors %q and %q overlap", ErrNotCheckpoint, entries[i-1].name, entries[i].name)
+		}
+	}
+	// Stream the data section in file order, every byte through the hash.
+	params := make(map[string]*Tensor, len(want))
+	var pos uint64
+	for _, e := range entries {
+		if _, err := io.CopyN(io.Discard, tr, int64(e.begin-pos)); err != nil {
+			return nil, fmt.Errorf("%w: truncated while reading: %v", ErrNotCheckpoint, err)
+		}
+		t := &Tensor{Shape: slices.Clone(wantShape[e.name].Shape), Data: make([]float32, (e.end-e.begin)/4)}
+		if len(t.Data) > 0 {
+			if _, err := io.ReadFull(tr, unsafe.Slice((*byte)(unsafe.Pointer(&t.Data[0])), len(t.Data)*4)); err != nil {
+				return nil, fmt.Errorf("%w: truncated while reading %s: %v", ErrNotCheckpoint, e.name, err)
+			}
+			if !littleEndian {
+				for i, v := range t.Data {
+					t.Data[i] = math.Float32frombits(bits.ReverseBytes32(math.Float32bits(v)))
+				}
+			}
+		}
+		params[e.name] = t
+		pos = e.end
+	}
+	if _, err := io.CopyN(io.Discard, tr, int64(dataLen-pos)); err != nil {
+		return nil, fmt.Errorf("%w: truncated while reading: %v", ErrNotCheckpoint, err)
+	}
+	meta.Version = hex.EncodeToString(h.Sum(nil))[:12]
 	return New(spec, params, meta)
 }
+
+// littleEndian: safetensors data is little-endian; big-endian hosts swap.
+var littleEndian = func() bool { x := uint16(1); return *(*byte)(unsafe.Pointer(&x)) == 1 }()
 
 func parseHeaderMetadata(md map[string]string) (Metadata, error) {
 	if md == nil {
