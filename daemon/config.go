@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -26,21 +28,37 @@ type Config struct {
 	Engine string `yaml:"engine"` // auto, cpu or cuda
 	// CUDALibs are folders to take cuBLAS and NVRTC from instead of
 	// searching (the loader path, /usr/local/cuda*, JetPack's folders).
-	CUDALibs  []string          `yaml:"cuda_libs"`
-	StateDir  string            `yaml:"state_dir"` // outbox and snapshots
-	Listen    string            `yaml:"listen"`    // HTTP, loopback by default
-	TopK      int               `yaml:"top_k"`
-	Broker    string            `yaml:"broker"` // "embedded" or a broker URL
-	MQTT      mqtt.Config       `yaml:"mqtt"`
-	Embedded  mqtt.BrokerConfig `yaml:"embedded_broker"`
-	OutboxMB  int               `yaml:"outbox_mb"`
-	Snapshots SnapshotConfig    `yaml:"snapshots"`
-	Stats     time.Duration     `yaml:"stats_interval"`
-	Cameras   []CameraConfig    `yaml:"cameras"`
+	CUDALibs []string          `yaml:"cuda_libs"`
+	StateDir string            `yaml:"state_dir"` // outbox, snapshots, decision state
+	Listen   string            `yaml:"listen"`    // HTTP, loopback by default
+	HTTPAuth HTTPAuth          `yaml:"http_auth"`
+	TopK     int               `yaml:"top_k"`
+	Broker   string            `yaml:"broker"` // "embedded" or a broker URL
+	MQTT     mqtt.Config       `yaml:"mqtt"`
+	Embedded mqtt.BrokerConfig `yaml:"embedded_broker"`
+	OutboxMB int               `yaml:"outbox_mb"`
+	// ReloadMinInterval spaces model reloads: a burst of SIGHUPs or file
+	// changes becomes one reload now and one at the end of the interval.
+	ReloadMinInterval time.Duration  `yaml:"reload_min_interval"`
+	Snapshots         SnapshotConfig `yaml:"snapshots"`
+	Stats             time.Duration  `yaml:"stats_interval"`
+	Cameras           []CameraConfig `yaml:"cameras"`
 	// ExitWhenSourcesEnd stops the daemon once every camera source has
 	// ended (video files without loop): for demos and tests.
 	ExitWhenSourcesEnd bool `yaml:"exit_when_sources_end"`
 }
+
+// HTTPAuth protects the HTTP server; /healthz stays open for probes.
+type HTTPAuth struct {
+	// TokenFile holds a bearer token (first line): requests need
+	// "Authorization: Bearer <token>".
+	TokenFile string `yaml:"token_file"`
+	// BasicAuthFile holds "user:password" lines.
+	BasicAuthFile string `yaml:"basic_auth_file"`
+}
+
+// Enabled reports whether any authentication is configured.
+func (a HTTPAuth) Enabled() bool { return a.TokenFile != "" || a.BasicAuthFile != "" }
 
 // SnapshotConfig controls annotated JPEGs.
 type SnapshotConfig struct {
@@ -67,17 +85,22 @@ type DecisionConfig struct {
 	PerClass  map[string]float32 `yaml:"per_class"` // threshold overrides by label
 }
 
-// DefaultConfig is what print-default-config shows and what unset keys take.
+// DefaultConfig holds every default; a key absent from the file keeps its
+// value here. MQTT's device and client id follow the device name unless
+// set. The shipped leafwatchd.yaml states the same values (tested).
 func DefaultConfig() Config {
-	m := mqtt.DefaultConfig("greenhouse1")
+	m := mqtt.DefaultConfig("")
 	return Config{
 		Device: "greenhouse1", Model: "/var/lib/leafwatch/model.safetensors", Engine: "auto", StateDir: "/var/lib/leafwatch",
 		Listen: "127.0.0.1:8080", TopK: 3, Broker: "embedded", MQTT: m,
-		Embedded: mqtt.BrokerConfig{Address: "127.0.0.1:1883"}, OutboxMB: 64,
+		Embedded: mqtt.BrokerConfig{Address: "127.0.0.1:1883"}, OutboxMB: 64, ReloadMinInterval: 10 * time.Second,
 		Snapshots: SnapshotConfig{Width: 960, Quality: 85, MaxMB: 512}, Stats: time.Minute,
-		Cameras: []CameraConfig{{Name: "bench1", Source: "v4l2:///dev/video0?width=1280&height=720", Interval: 5 * time.Second,
-			Decision: DefaultDecision()}},
 	}
+}
+
+// DefaultCamera holds the per-camera defaults.
+func DefaultCamera() CameraConfig {
+	return CameraConfig{Interval: 5 * time.Second, Decision: DefaultDecision()}
 }
 
 // DefaultDecision: 3 of the last 5 samples at ≥ 70 % confidence, one alert
@@ -105,11 +128,11 @@ func LoadConfig(path string) (Config, error) {
 	return ParseConfig(path, b)
 }
 
-// ParseConfig decodes YAML strictly: unknown keys and wrong types are
-// errors with their line numbers, and values are validated.
+// ParseConfig decodes YAML strictly (unknown keys and wrong types are
+// errors with their line numbers), applies the defaults of absent keys in
+// one step, and validates without changing anything.
 func ParseConfig(name string, b []byte) (Config, error) {
 	cfg := DefaultConfig()
-	cfg.Cameras = nil
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return cfg, &ConfigError{name, []string{err.Error()}}
@@ -117,7 +140,7 @@ func ParseConfig(name string, b []byte) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	var probs []string
-	if err := dec.Decode(&cfg); err != nil {
+	if err := dec.Decode(&cfg); err != nil && err != io.EOF {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			probs = append(probs, te.Errors...)
@@ -125,31 +148,7 @@ func ParseConfig(name string, b []byte) (Config, error) {
 			probs = append(probs, err.Error())
 		}
 	}
-	if cfg.MQTT.Device == "" || cfg.MQTT.Device == "greenhouse1" {
-		cfg.MQTT.Device = cfg.Device
-	}
-	if cfg.MQTT.ClientID == "" || cfg.MQTT.ClientID == "leafwatch-greenhouse1" {
-		cfg.MQTT.ClientID = "leafwatch-" + cfg.Device
-	}
-	for i := range cfg.Cameras {
-		c := &cfg.Cameras[i]
-		if c.Interval == 0 {
-			c.Interval = 5 * time.Second
-		}
-		d := DefaultDecision()
-		if c.Decision.Threshold == 0 {
-			c.Decision.Threshold = d.Threshold
-		}
-		if c.Decision.K == 0 {
-			c.Decision.K = d.K
-		}
-		if c.Decision.N == 0 {
-			c.Decision.N = max(d.N, c.Decision.K)
-		}
-		if c.Decision.Cooldown == 0 {
-			c.Decision.Cooldown = d.Cooldown
-		}
-	}
+	cfg.applyDefaults(&root)
 	probs = append(probs, cfg.validate(&root)...)
 	if len(probs) > 0 {
 		return cfg, &ConfigError{name, probs}
@@ -157,36 +156,102 @@ func ParseConfig(name string, b []byte) (Config, error) {
 	return cfg, nil
 }
 
-// lineOf finds the line of a key path ("cameras", "1", "source") in the
-// document, or 0.
-func lineOf(root *yaml.Node, path ...string) int {
+// applyDefaults fills what the file left out: per-camera settings absent
+// from each camera, and the values derived from others.
+func (c *Config) applyDefaults(root *yaml.Node) {
+	def := DefaultCamera()
+	for i := range c.Cameras {
+		cam, idx := &c.Cameras[i], fmt.Sprint(i)
+		if !present(root, "cameras", idx, "interval") {
+			cam.Interval = def.Interval
+		}
+		if !present(root, "cameras", idx, "decision", "threshold") {
+			cam.Decision.Threshold = def.Decision.Threshold
+		}
+		if !present(root, "cameras", idx, "decision", "k") {
+			cam.Decision.K = def.Decision.K
+		}
+		if !present(root, "cameras", idx, "decision", "n") {
+			cam.Decision.N = max(def.Decision.N, cam.Decision.K)
+		}
+		if !present(root, "cameras", idx, "decision", "cooldown") {
+			cam.Decision.Cooldown = def.Decision.Cooldown
+		}
+	}
+	if c.MQTT.Device == "" {
+		c.MQTT.Device = c.Device
+	}
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = "leafwatch-" + c.Device
+	}
+	if c.Broker == "embedded" {
+		c.MQTT.Broker = "tcp://" + c.Embedded.Address
+	} else {
+		c.MQTT.Broker = c.Broker
+	}
+}
+
+// node finds the value node of a key path ("cameras", "1", "source").
+func node(root *yaml.Node, path ...string) (key, val *yaml.Node) {
+	if root == nil {
+		return nil, nil
+	}
 	n := root
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]
 	}
-	line := 0
 	for _, p := range path {
 		found := false
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				if n.Content[i].Value == p {
-					line, n, found = n.Content[i].Line, n.Content[i+1], true
+					key, n, found = n.Content[i], n.Content[i+1], true
 					break
 				}
 			}
 		case yaml.SequenceNode:
 			var idx int
 			if _, err := fmt.Sscan(p, &idx); err == nil && idx < len(n.Content) {
-				n, found = n.Content[idx], true
-				line = n.Line
+				key, n, found = n.Content[idx], n.Content[idx], true
 			}
 		}
 		if !found {
-			return line
+			return key, nil
 		}
 	}
-	return line
+	return key, n
+}
+
+func present(root *yaml.Node, path ...string) bool {
+	_, v := node(root, path...)
+	return v != nil
+}
+
+// lineOf finds the line of a key path in the document, or of the nearest
+// enclosing key, or 0.
+func lineOf(root *yaml.Node, path ...string) int {
+	for n := len(path); n > 0; n-- {
+		if k, _ := node(root, path[:n]...); k != nil {
+			if _, v := node(root, path[:n]...); v != nil {
+				return k.Line
+			}
+		}
+	}
+	return 0
+}
+
+// IsLoopback reports whether a listen address only reaches this machine.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (c *Config) validate(root *yaml.Node) []string {
@@ -211,27 +276,39 @@ func (c *Config) validate(root *yaml.Node) []string {
 	if c.StateDir == "" {
 		add("no state directory", "state_dir")
 	}
-	if c.TopK < 1 || c.TopK > 38 {
-		add(fmt.Sprintf("%d: use 1..38", c.TopK), "top_k")
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		add(fmt.Sprintf("%q: use host:port (127.0.0.1:8080)", c.Listen), "listen")
 	}
-	if c.Broker != "embedded" {
-		c.MQTT.Broker = c.Broker
-	} else {
-		c.MQTT.Broker = "tcp://" + c.Embedded.Address
+	if c.TopK < 1 || c.TopK > 100 {
+		add(fmt.Sprintf("%d: use 1..100 (more than the model's classes lists them all)", c.TopK), "top_k")
 	}
 	if err := c.MQTT.Validate(); err != nil {
 		for _, e := range strings.Split(err.Error(), "\n") {
 			add(e, "mqtt")
 		}
 	}
+	if c.Broker == "embedded" {
+		if err := c.Embedded.Validate(); err != nil {
+			add(err.Error(), "embedded_broker")
+		}
+	}
 	if c.OutboxMB < 1 {
 		add("must be at least 1", "outbox_mb")
+	}
+	if c.ReloadMinInterval < 0 || c.ReloadMinInterval > time.Hour {
+		add(fmt.Sprintf("%v: use 0..1h", c.ReloadMinInterval), "reload_min_interval")
 	}
 	if c.Snapshots.Quality < 1 || c.Snapshots.Quality > 100 {
 		add(fmt.Sprintf("%d: use 1..100", c.Snapshots.Quality), "snapshots", "quality")
 	}
+	if c.Snapshots.Width < 64 || c.Snapshots.Width > 8192 {
+		add(fmt.Sprintf("%d: use 64..8192 pixels", c.Snapshots.Width), "snapshots", "width")
+	}
 	if c.Snapshots.MaxMB < 1 {
 		add("must be at least 1", "snapshots", "max_mb")
+	}
+	if c.Stats < 0 || (c.Stats > 0 && c.Stats < time.Second) {
+		add(fmt.Sprintf("%v: use 0 (off) or at least 1s", c.Stats), "stats_interval")
 	}
 	if len(c.Cameras) == 0 {
 		add("no cameras configured", "cameras")
@@ -248,21 +325,24 @@ func (c *Config) validate(root *yaml.Node) []string {
 		if _, err := vision.ParseSource(cam.Source); err != nil {
 			add(err.Error(), "cameras", idx, "source")
 		}
-		if cam.Interval < 100*time.Millisecond {
-			add(fmt.Sprintf("%v: use at least 100ms", cam.Interval), "cameras", idx, "interval")
+		if cam.Interval < 100*time.Millisecond || cam.Interval > 24*time.Hour {
+			add(fmt.Sprintf("%v: use 100ms..24h", cam.Interval), "cameras", idx, "interval")
 		}
 		if err := cam.Tiling.Validate(); err != nil {
 			add(err.Error(), "cameras", idx, "tiling")
 		}
 		d := cam.Decision
-		if d.Threshold <= 0 || d.Threshold > 1 {
+		if !(d.Threshold > 0 && d.Threshold <= 1) {
 			add(fmt.Sprintf("%v: use a probability in (0, 1]", d.Threshold), "cameras", idx, "decision", "threshold")
 		}
 		if d.K < 1 || d.N < d.K || d.N > 100 {
 			add(fmt.Sprintf("k=%d of n=%d: need 1 ≤ k ≤ n ≤ 100", d.K, d.N), "cameras", idx, "decision")
 		}
+		if d.Cooldown < 0 {
+			add(fmt.Sprintf("%v: must not be negative", d.Cooldown), "cameras", idx, "decision", "cooldown")
+		}
 		for l, th := range d.PerClass {
-			if th <= 0 || th > 1 {
+			if !(th > 0 && th <= 1) {
 				add(fmt.Sprintf("%q: %v is not a probability", l, th), "cameras", idx, "decision", "per_class")
 			}
 		}

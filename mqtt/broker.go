@@ -18,6 +18,24 @@ type BrokerConfig struct {
 	Address string `yaml:"address"`
 	// Users, when set, are the only credentials accepted.
 	Users map[string]string `yaml:"users"`
+	// Anonymous must be set to serve without users on an address other
+	// machines can reach: an open broker is otherwise refused.
+	Anonymous bool `yaml:"anonymous"`
+}
+
+// Validate checks the address and refuses an anonymous broker reachable
+// from the network unless that was asked for explicitly.
+func (c BrokerConfig) Validate() error {
+	host, _, err := net.SplitHostPort(c.Address)
+	if err != nil {
+		return fmt.Errorf("address %q: use host:port (127.0.0.1:1883)", c.Address)
+	}
+	ip := net.ParseIP(host)
+	loopback := host == "localhost" || (ip != nil && ip.IsLoopback())
+	if !loopback && len(c.Users) == 0 && !c.Anonymous {
+		return fmt.Errorf("address %q reaches beyond this machine with no users: anyone on the network could publish and read; add users, or set anonymous: true if that is intended", c.Address)
+	}
+	return nil
 }
 
 // Broker is an in-process MQTT broker (mochi-mqtt).
@@ -33,6 +51,12 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 	}
 	if log == nil {
 		log = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if len(cfg.Users) == 0 && cfg.Anonymous {
+		log.Warn("embedded MQTT broker is anonymous and reachable from the network (embedded_broker.anonymous: true)", "address", cfg.Address)
 	}
 	// Listen ourselves first so a busy port is a clear error now, not a
 	// log line from a goroutine later.

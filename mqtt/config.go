@@ -33,7 +33,8 @@ type Config struct {
 	Insecure bool `yaml:"insecure"`
 
 	KeepAlive time.Duration `yaml:"keepalive"`
-	// MaxReconnectInterval caps the exponential reconnect backoff.
+	// MaxReconnectInterval caps the reconnect backoff (0.5 s doubling);
+	// it starts over after every successful connection.
 	MaxReconnectInterval time.Duration `yaml:"max_reconnect_interval"`
 
 	// Prefix and Device form every topic: <prefix>/<device>/...
@@ -56,13 +57,18 @@ type DiscoveryConfig struct {
 }
 
 // DefaultConfig is a sensible starting point for one device.
+// An empty device leaves Device and ClientID empty, to be derived later.
 func DefaultConfig(device string) Config {
+	id := ""
+	if device != "" {
+		id = "leafwatch-" + device
+	}
 	return Config{
 		Broker:               "tcp://127.0.0.1:1883",
-		ClientID:             "leafwatch-" + device,
+		ClientID:             id,
 		PasswordEnv:          "LEAFWATCH_MQTT_PASSWORD",
 		KeepAlive:            30 * time.Second,
-		MaxReconnectInterval: time.Minute,
+		MaxReconnectInterval: 5 * time.Second,
 		Prefix:               "leafwatch",
 		Device:               device,
 		Discovery:            DiscoveryConfig{Enabled: true, Prefix: "homeassistant"},
@@ -104,6 +110,12 @@ func (c Config) Validate() error {
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("cert_file and key_file go together"))
 	}
+	if u, err := url.Parse(c.Broker); err == nil && !secureScheme(u.Scheme) && (c.CAFile != "" || c.CertFile != "" || c.Insecure) {
+		errs = append(errs, fmt.Errorf("broker %q is plaintext (%s://) but TLS settings (ca_file, cert_file, insecure) are given: use ssl:// or wss://", c.Broker, u.Scheme))
+	}
+	if c.MaxReconnectInterval < 0 || c.MaxReconnectInterval > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("max_reconnect_interval %v: use 0 (default 5s) up to 10m", c.MaxReconnectInterval))
+	}
 	if c.KeepAlive < 0 || (c.KeepAlive > 0 && c.KeepAlive < time.Second) {
 		errs = append(errs, fmt.Errorf("keepalive %v: use at least 1s", c.KeepAlive))
 	}
@@ -127,10 +139,11 @@ func (c Config) password() (string, error) {
 	return os.Getenv(env), nil
 }
 
+func secureScheme(s string) bool { return s == "ssl" || s == "tls" || s == "mqtts" || s == "wss" }
+
 func (c Config) tlsConfig() (*tls.Config, error) {
 	u, _ := url.Parse(c.Broker)
-	secure := u != nil && (u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "mqtts" || u.Scheme == "wss")
-	if !secure && c.CAFile == "" && c.CertFile == "" {
+	if u == nil || !secureScheme(u.Scheme) {
 		return nil, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.Insecure}

@@ -34,6 +34,7 @@ type cvReader struct {
 }
 
 func (r *cvReader) Interruptible() bool { return false }
+func (r *cvReader) Pulled() bool        { return r.file }
 func (r *cvReader) Close()              { r.once.Do(func() { r.vc.Close() }) }
 func (r *cvReader) nativeFPS() float64  { return r.fps }
 
@@ -93,7 +94,7 @@ func checkPipeline(ctx context.Context, p string) error {
 			case "rtspsrc", "v4l2src", "souphttpsrc":
 				hint = " (install gstreamer1.0-plugins-good)"
 			}
-			return errPermanent{fmt.Errorf("GStreamer element %q does not exist%s; pipeline: %s", el, hint, p)}
+			return errPermanent{fmt.Errorf("GStreamer element %q does not exist%s; pipeline: %s", el, hint, Redact(p))}
 		}
 	}
 	return nil
@@ -171,11 +172,11 @@ func openCapture(ctx context.Context, s SourceSpec) (reader, error) {
 		if s.Kind == KindFile {
 			return nil, errPermanent{fmt.Errorf("cannot open video file %s: not a video or no decoder for it (%v)", s.Target, err)}
 		}
-		return nil, fmt.Errorf("open %s: %w", s.URI, err)
+		return nil, fmt.Errorf("open %s: %w", s.Display, redactErr(err))
 	}
 	if !vc.IsOpened() {
 		vc.Close()
-		err := fmt.Errorf("open %s: OpenCV could not open it", s.URI)
+		err := fmt.Errorf("open %s: OpenCV could not open it", s.Display)
 		if s.Kind == KindCSI {
 			err = csiHint(err)
 		}

@@ -44,6 +44,7 @@ func openFolder(s SourceSpec, skip func(), log *slog.Logger) (reader, error) {
 }
 
 func (r *folderReader) Interruptible() bool { return true }
+func (r *folderReader) Pulled() bool        { return true }
 func (r *folderReader) Close()              { r.once.Do(func() {}) }
 
 func (r *folderReader) Read(dst *gocv.Mat) error {

@@ -26,6 +26,7 @@ type httpReader struct {
 	url    string
 	ctx    context.Context
 	cancel context.CancelFunc
+	mu     sync.Mutex // guards resp: Close runs on another goroutine than Read
 	resp   *http.Response
 	parts  *multipart.Reader
 	single bool
@@ -78,31 +79,48 @@ func (r *httpReader) connect() error {
 		resp.Body.Close()
 		return fmt.Errorf("http camera: content type %q is neither MJPEG nor an image", resp.Header.Get("Content-Type"))
 	}
+	r.mu.Lock()
 	r.resp = resp
+	r.mu.Unlock()
 	return nil
 }
 
 func (r *httpReader) Interruptible() bool { return true }
+func (r *httpReader) Pulled() bool        { return r.single }
 
 func (r *httpReader) Close() {
 	r.once.Do(func() {
 		r.cancel()
+		r.mu.Lock()
+		defer r.mu.Unlock()
 		if r.resp != nil {
 			r.resp.Body.Close()
 		}
 	})
 }
 
+func (r *httpReader) body() *http.Response {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resp
+}
+
 func (r *httpReader) Read(dst *gocv.Mat) error {
 	var body io.Reader
 	if r.single {
-		if r.resp == nil {
+		if r.body() == nil {
 			if err := r.connect(); err != nil {
 				return err
 			}
 		}
-		body = r.resp.Body
-		defer func() { r.resp.Body.Close(); r.resp = nil }()
+		resp := r.body()
+		body = resp.Body
+		defer func() {
+			resp.Body.Close()
+			r.mu.Lock()
+			r.resp = nil
+			r.mu.Unlock()
+		}()
 	} else {
 		p, err := r.parts.NextPart()
 		if err != nil {

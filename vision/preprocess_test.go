@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"gocv.io/x/gocv"
 )
@@ -195,7 +197,7 @@ func TestSnapshotEncodeAndCap(t *testing.T) {
 		total += info.Size()
 		names = append(names, de.Name())
 	}
-	if total > int64(3*len(jpeg)+10) || len(names) != 3 || names[0] != "bench1-03.jpg" {
+	if total > int64(3*len(jpeg)+10) || len(names) != 3 || !strings.HasSuffix(names[0], "-bench1-03.jpg") {
 		t.Fatalf("after cap: %v (%d bytes)", names, total)
 	}
 	if _, err := sd.Save("../escape.jpg", jpeg); err == nil {
@@ -254,4 +256,76 @@ func BenchmarkCaptureFPS(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+}
+
+// TestSnapshotTrimIgnoresTheClock: the oldest snapshot goes first even when
+// the clock jumped and modification times say otherwise, and a write cut
+// short leaves no temporary file.
+func TestSnapshotTrimIgnoresTheClock(t *testing.T) {
+	dir := t.TempDir()
+	jpeg := make([]byte, 1000)
+	sd, err := OpenSnapshotDir(dir, 3500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for i := 0; i < 3; i++ {
+		p, err := sd.Save(fmt.Sprintf("cam-%d.jpg", i), jpeg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	// The clock was a year ahead when the first two were written, then NTP
+	// stepped it back: by mtime, the newest file looks oldest.
+	future := time.Now().Add(365 * 24 * time.Hour)
+	os.Chtimes(paths[0], future, future)
+	os.Chtimes(paths[1], future, future)
+	if _, err := sd.Save("cam-3.jpg", jpeg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(paths[0]); err == nil {
+		t.Error("the oldest snapshot survived the trim")
+	}
+	if _, err := os.Stat(paths[2]); err != nil {
+		t.Error("a newer snapshot was trimmed because of its mtime")
+	}
+	os.WriteFile(filepath.Join(dir, ".tmp-00000000000000000009-cam.jpg"), jpeg, 0o640)
+	sd2, err := OpenSnapshotDir(dir, 3500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".tmp-00000000000000000009-cam.jpg")); err == nil {
+		t.Error("a leftover temporary file was kept")
+	}
+	p, _ := sd2.Save("cam-4.jpg", jpeg)
+	if !strings.HasPrefix(filepath.Base(p), "00000000000000000005-") {
+		t.Errorf("sequence did not continue after reopening: %s", p)
+	}
+}
+
+// TestFitJPEG: a snapshot larger than the thumbnail cap is re-encoded
+// smaller until it fits; an impossible cap is an error.
+func TestFitJPEG(t *testing.T) {
+	frame := randomFrame(1920, 1080, 3)
+	defer frame.Close()
+	big, err := EncodeSnapshot(frame, Overlay{Camera: "c", Label: "x"}, 960, 95)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(big) <= 64<<10 {
+		t.Fatalf("test frame encodes to only %d bytes", len(big))
+	}
+	fit, err := FitJPEG(big, 64<<10)
+	if err != nil || len(fit) > 64<<10 {
+		t.Fatalf("fit: %d bytes, %v", len(fit), err)
+	}
+	m, err := gocv.IMDecode(fit, gocv.IMReadColor)
+	if err != nil || m.Empty() || m.Cols() < 160 {
+		t.Fatalf("fitted JPEG does not decode: %v", err)
+	}
+	m.Close()
+	if _, err := FitJPEG(big, 200); err == nil {
+		t.Error("a 200-byte thumbnail was made")
+	}
 }

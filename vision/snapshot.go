@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -102,14 +103,28 @@ func shortLabel(l string) string {
 }
 
 // SnapshotDir stores JPEGs in a folder kept under a byte cap; the oldest
-// files go first.
+// files go first. "Oldest" is by a sequence number in the file name, not
+// by modification time: a board that boots with a wrong clock and is
+// corrected by NTP would otherwise delete its newest snapshots.
 type SnapshotDir struct {
 	dir      string
 	maxBytes int64
 	mu       sync.Mutex
+	next     uint64
 }
 
-// OpenSnapshotDir creates the folder if needed.
+// seqName is "<20-digit sequence>-<name>".
+func seqOf(name string) (uint64, bool) {
+	i := strings.IndexByte(name, '-')
+	if i != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name[:i], 10, 64)
+	return n, err == nil
+}
+
+// OpenSnapshotDir creates the folder if needed and removes the temporary
+// files of writes cut short.
 func OpenSnapshotDir(dir string, maxBytes int64) (*SnapshotDir, error) {
 	if maxBytes <= 0 {
 		return nil, fmt.Errorf("snapshot dir %s: byte cap must be positive", dir)
@@ -117,29 +132,44 @@ func OpenSnapshotDir(dir string, maxBytes int64) (*SnapshotDir, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("snapshot dir: %w", err)
 	}
-	return &SnapshotDir{dir: dir, maxBytes: maxBytes}, nil
+	d := &SnapshotDir{dir: dir, maxBytes: maxBytes, next: 1}
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot dir: %w", err)
+	}
+	for _, de := range des {
+		if strings.HasPrefix(de.Name(), ".tmp-") {
+			os.Remove(filepath.Join(dir, de.Name()))
+		} else if n, ok := seqOf(de.Name()); ok && n >= d.next {
+			d.next = n + 1
+		}
+	}
+	return d, nil
 }
 
 // Dir is the folder path.
 func (d *SnapshotDir) Dir() string { return d.dir }
 
-// Save writes a snapshot atomically and trims the folder to the cap. name
-// must be a plain file name.
+// Save writes a snapshot atomically as "<sequence>-<name>" and trims the
+// folder to the cap. name must be a plain file name. It returns the path.
 func (d *SnapshotDir) Save(name string, jpeg []byte) (string, error) {
 	if name == "" || strings.ContainsAny(name, `/\`) || name[0] == '.' {
 		return "", fmt.Errorf("snapshot name %q is not a plain file name", name)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	p := filepath.Join(d.dir, name)
-	tmp := filepath.Join(d.dir, ".tmp-"+name)
+	full := fmt.Sprintf("%020d-%s", d.next, name)
+	p := filepath.Join(d.dir, full)
+	tmp := filepath.Join(d.dir, ".tmp-"+full)
 	if err := os.WriteFile(tmp, jpeg, 0o640); err != nil {
+		os.Remove(tmp) // a full disk leaves a partial file behind
 		return "", fmt.Errorf("snapshot: %w", err)
 	}
 	if err := os.Rename(tmp, p); err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("snapshot: %w", err)
 	}
+	d.next++
 	return p, d.trim()
 }
 
@@ -150,8 +180,8 @@ func (d *SnapshotDir) trim() error {
 	}
 	type fi struct {
 		name string
+		seq  uint64
 		size int64
-		mod  time.Time
 	}
 	var files []fi
 	var total int64
@@ -163,12 +193,13 @@ func (d *SnapshotDir) trim() error {
 		if err != nil {
 			continue
 		}
-		files = append(files, fi{de.Name(), info.Size(), info.ModTime()})
+		seq, _ := seqOf(de.Name()) // files of older versions sort first (0)
+		files = append(files, fi{de.Name(), seq, info.Size()})
 		total += info.Size()
 	}
 	sort.Slice(files, func(i, j int) bool {
-		if !files[i].mod.Equal(files[j].mod) {
-			return files[i].mod.Before(files[j].mod)
+		if files[i].seq != files[j].seq {
+			return files[i].seq < files[j].seq
 		}
 		return files[i].name < files[j].name
 	})
@@ -178,4 +209,42 @@ func (d *SnapshotDir) trim() error {
 		}
 	}
 	return nil
+}
+
+// FitJPEG re-encodes a JPEG until it fits in maxBytes: lower quality
+// first, then smaller. It fails when even a 160-pixel-wide version at
+// quality 40 is too large.
+func FitJPEG(jpeg []byte, maxBytes int) ([]byte, error) {
+	if len(jpeg) <= maxBytes {
+		return jpeg, nil
+	}
+	img, err := gocv.IMDecode(jpeg, gocv.IMReadColor)
+	if err != nil || img.Empty() {
+		img.Close()
+		return nil, fmt.Errorf("thumbnail: the snapshot does not decode")
+	}
+	defer img.Close()
+	cur := img
+	small := gocv.NewMat()
+	defer small.Close()
+	for w := img.Cols(); w >= 160; w = w * 2 / 3 {
+		if w != img.Cols() {
+			gocv.Resize(img, &small, image.Point{w, max(1, img.Rows()*w/img.Cols())}, 0, 0, gocv.InterpolationArea)
+			cur = small
+		}
+		for _, q := range []int{75, 60, 40} {
+			buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, cur, []int{gocv.IMWriteJpegQuality, q})
+			if err != nil {
+				return nil, fmt.Errorf("thumbnail: %w", err)
+			}
+			b := buf.GetBytes()
+			if len(b) <= maxBytes {
+				out := append([]byte(nil), b...)
+				buf.Close()
+				return out, nil
+			}
+			buf.Close()
+		}
+	}
+	return nil, fmt.Errorf("thumbnail: no smaller JPEG fits in %d bytes", maxBytes)
 }

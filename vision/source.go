@@ -27,10 +27,13 @@ const (
 
 // Status is a snapshot of a source's health for /readyz and metrics.
 type Status struct {
-	URI        string    `json:"uri"`
+	URI        string    `json:"uri"` // passwords redacted
 	State      State     `json:"state"`
 	LastError  string    `json:"last_error,omitempty"`
-	Reconnects uint64    `json:"reconnects"`
+	Reconnects uint64    `json:"reconnects"` // connections that delivered frames again after a loss
+	// ConnectFailures counts opens that failed or connections lost before
+	// their first frame.
+	ConnectFailures uint64 `json:"connect_failures"`
 	Frames     uint64    `json:"frames"`
 	Skipped    uint64    `json:"skipped"` // unreadable images in a folder
 	LastFrame  time.Time `json:"last_frame"`
@@ -55,6 +58,10 @@ type reader interface {
 	Close()
 	// Interruptible readers can be closed while a Read is blocked.
 	Interruptible() bool
+	// Pulled readers produce a frame when asked (files, folders, snapshot
+	// URLs): fps paces their reads. Streams (cameras, MJPEG, RTSP) deliver
+	// at their own rate: fps then drops frames, so the newest is kept.
+	Pulled() bool
 }
 
 // Camera is a frame source that keeps itself connected. Its capture
@@ -68,6 +75,7 @@ type Camera struct {
 	// Backoff bounds for reconnects.
 	MinBackoff, MaxBackoff time.Duration
 
+	base     time.Time // monotonic origin for stall detection
 	mu       sync.Mutex
 	latest   gocv.Mat
 	seq      uint64
@@ -86,9 +94,9 @@ func NewCamera(spec SourceSpec, log *slog.Logger) (*Camera, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Camera{spec: spec, log: log.With("source", spec.URI), MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second,
-		latest: gocv.NewMat(), frameCh: make(chan struct{}, 1), done: make(chan struct{})}
-	c.status = Status{URI: spec.URI, State: StateConnecting}
+	c := &Camera{spec: spec, log: log.With("source", spec.Display), MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second,
+		latest: gocv.NewMat(), frameCh: make(chan struct{}, 1), done: make(chan struct{}), base: time.Now()}
+	c.status = Status{URI: spec.Display, State: StateConnecting}
 	switch spec.Kind {
 	case KindFolder:
 		c.open = func(ctx context.Context) (reader, error) { return openFolder(spec, c.countSkip, c.log) }
@@ -123,9 +131,14 @@ func (c *Camera) setState(s State, err error) {
 	defer c.mu.Unlock()
 	c.status.State = s
 	if err != nil {
-		c.status.LastError = err.Error()
+		c.status.LastError = Redact(err.Error())
 	}
 }
+
+// mono is the time since the camera was made, on the monotonic clock: a
+// wall-clock step (NTP on a board that booted with a wrong clock) must not
+// look like a stall.
+func (c *Camera) mono() int64 { return int64(time.Since(c.base)) }
 
 // Status returns the current health.
 func (c *Camera) Status() Status {
@@ -151,10 +164,17 @@ func (c *Camera) Latest(dst *gocv.Mat) (uint64, time.Time) {
 	return c.seq, c.at
 }
 
-func (c *Camera) publish(m *gocv.Mat, now time.Time) {
+func (c *Camera) publish(m *gocv.Mat, now time.Time, first, reconnect bool) {
 	c.mu.Lock()
 	m.CopyTo(&c.latest)
 	c.seq++
+	if first {
+		// Connected means delivering: not before the first frame.
+		c.status.State = StateConnected
+		if reconnect {
+			c.status.Reconnects++
+		}
+	}
 	if !c.at.IsZero() {
 		if dt := now.Sub(c.at).Seconds(); dt > 0 {
 			inst := 1 / dt
@@ -169,6 +189,9 @@ func (c *Camera) publish(m *gocv.Mat, now time.Time) {
 	c.status.Frames++
 	c.status.LastFrame = now
 	c.mu.Unlock()
+	if first {
+		c.log.Info("camera delivering frames")
+	}
 	select {
 	case c.frameCh <- struct{}{}:
 	default:
@@ -180,21 +203,25 @@ func (c *Camera) publish(m *gocv.Mat, now time.Time) {
 func (c *Camera) Run(ctx context.Context) {
 	defer close(c.done)
 	backoff := c.MinBackoff
+	delivered := false // some connection has delivered frames before
 	for ctx.Err() == nil {
 		var err error
 		state := StateReconnecting
+		if !delivered {
+			state = StateConnecting
+		}
 		if r, oerr := c.openBounded(ctx); oerr != nil {
 			err = oerr
 			var perm errPermanent
 			if errors.As(err, &perm) {
 				state = StateFailed
 			}
-			c.log.Warn("camera open failed", "err", err, "retry_in", backoff)
+			c.countFailure()
+			c.log.Warn("camera open failed", "err", Redact(err.Error()), "retry_in", backoff)
 		} else {
-			c.setState(StateConnected, nil)
-			c.log.Info("camera connected")
+			c.log.Info("camera opened; waiting for the first frame")
 			before := c.Status().Frames
-			err = c.readLoop(ctx, r)
+			err = c.readLoop(ctx, r, delivered)
 			if ctx.Err() != nil {
 				break
 			}
@@ -204,20 +231,27 @@ func (c *Camera) Run(ctx context.Context) {
 				return
 			}
 			if c.Status().Frames > before {
+				delivered = true
+				state = StateReconnecting
 				backoff = c.MinBackoff // this connection worked: start over gently
+			} else {
+				c.countFailure()
 			}
-			c.log.Warn("camera lost; reconnecting", "err", err, "retry_in", backoff)
+			c.log.Warn("camera lost; reconnecting", "err", Redact(err.Error()), "retry_in", backoff)
 		}
 		c.setState(state, err)
 		if !sleepCtx(ctx, jitter(backoff)) {
 			break
 		}
 		backoff = min(backoff*2, c.MaxBackoff)
-		c.mu.Lock()
-		c.status.Reconnects++
-		c.mu.Unlock()
 	}
 	c.setState(StateStopped, nil)
+}
+
+func (c *Camera) countFailure() {
+	c.mu.Lock()
+	c.status.ConnectFailures++
+	c.mu.Unlock()
 }
 
 // Close waits for Run to finish (after its ctx is cancelled) and frees the
@@ -289,11 +323,16 @@ func (c *Camera) openBounded(ctx context.Context) (reader, error) {
 }
 
 // readLoop reads frames on its own goroutine and watches for stalls.
-func (c *Camera) readLoop(ctx context.Context, r reader) error {
+// reconnect says an earlier connection delivered (for the counter).
+func (c *Camera) readLoop(ctx context.Context, r reader, reconnect bool) error {
 	var stop atomic.Bool
 	errCh := make(chan error, 1)
-	lastFrame := atomic.Int64{}
-	lastFrame.Store(time.Now().UnixNano())
+	// lastFrame is when the reader last made progress, on the monotonic
+	// clock; while a pulled source sleeps between frames it is set to the
+	// end of the sleep, so pacing never counts as a stall.
+	var lastFrame atomic.Int64
+	lastFrame.Store(c.mono())
+	interval := c.interval(r)
 	c.readers.Add(1)
 	go func() {
 		defer c.readers.Done()
@@ -301,33 +340,38 @@ func (c *Camera) readLoop(ctx context.Context, r reader) error {
 		defer buf.Close()
 		oriented := gocv.NewMat()
 		defer oriented.Close()
-		var next time.Time
+		first := true
+		var next, lastPub int64 // monotonic
 		for !stop.Load() {
 			if err := r.Read(&buf); err != nil {
 				errCh <- err
 				break
 			}
-			now := time.Now()
-			lastFrame.Store(now.UnixNano())
+			now := c.mono()
+			lastFrame.Store(now)
+			if interval > 0 && !r.Pulled() && !first && now-lastPub < int64(interval) {
+				continue // a stream faster than fps: keep reading, keep the newest
+			}
 			out := &buf
 			if c.spec.orientInGo() {
 				orient(buf, &oriented, c.spec)
 				out = &oriented
 			}
 			if !stop.Load() {
-				c.publish(out, now)
+				c.publish(out, time.Now(), first, reconnect)
+				first, lastPub = false, now
 			}
-			if pace := c.pace(r); pace > 0 {
-				if next.IsZero() {
+			if interval > 0 && r.Pulled() {
+				if next == 0 {
 					next = now
 				}
-				next = next.Add(pace)
-				if d := time.Until(next); d > 0 {
+				next += int64(interval)
+				if d := time.Duration(next - c.mono()); d > 0 {
+					lastFrame.Store(next)
 					time.Sleep(d)
 				} else {
-					next = time.Now()
+					next = c.mono()
 				}
-				lastFrame.Store(time.Now().UnixNano())
 			}
 		}
 		// Only this goroutine touches r after open: close it here so a read
@@ -348,7 +392,7 @@ func (c *Camera) readLoop(ctx context.Context, r reader) error {
 			stop.Store(true)
 			return err
 		case <-tick.C:
-			if since := time.Since(time.Unix(0, lastFrame.Load())); since > c.spec.ReadTimeout {
+			if since := time.Duration(c.mono() - lastFrame.Load()); since > c.spec.ReadTimeout {
 				stop.Store(true)
 				if r.Interruptible() {
 					r.Close()
@@ -363,16 +407,16 @@ func (c *Camera) readLoop(ctx context.Context, r reader) error {
 	}
 }
 
-// pace returns the interval between frames for sources that would
-// otherwise run as fast as they decode (files, folders).
-func (c *Camera) pace(r reader) time.Duration {
+// interval is the time between frames that fps asks for; video files
+// without fps play at their own frame rate.
+func (c *Camera) interval(r reader) time.Duration {
 	fps := c.spec.FPS
 	if fps == 0 {
-		if nf, ok := r.(interface{ nativeFPS() float64 }); ok {
-			fps = nf.nativeFPS() // play files in real time
+		if nf, ok := r.(interface{ nativeFPS() float64 }); ok && nf.nativeFPS() <= 240 {
+			fps = nf.nativeFPS()
 		}
 	}
-	if fps > 0 && fps <= 240 && (c.spec.Kind == KindFile || c.spec.Kind == KindFolder || c.spec.Kind == KindHTTP) {
+	if fps > 0 {
 		return time.Duration(float64(time.Second) / fps)
 	}
 	return 0

@@ -2,6 +2,7 @@ package vision
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
@@ -11,6 +12,7 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
 	"os"
 	"os/exec"
@@ -238,9 +240,154 @@ func TestStalledStreamTriggersReconnect(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Close()
 	c, _ := runCamera(t, "http://"+ln.Addr().String()+"/?read_timeout=500ms")
-	waitUntil(t, 10*time.Second, "a reconnect after the stall", func() bool { return c.Status().Reconnects >= 1 })
-	if e := c.Status().LastError; !strings.Contains(e, "no frame") {
-		t.Errorf("last error %q", e)
+	waitUntil(t, 10*time.Second, "a retry after the stall", func() bool { return c.Status().ConnectFailures >= 2 })
+	st := c.Status()
+	if !strings.Contains(st.LastError, "no frame") {
+		t.Errorf("last error %q", st.LastError)
+	}
+	// Never a frame: never "connected", and no reconnect was counted (a
+	// reconnect is a connection that delivers again after a loss).
+	if st.State == StateConnected || st.Reconnects != 0 || st.Frames != 0 {
+		t.Errorf("a camera that never sent a frame: %+v", st)
+	}
+}
+
+// countingMJPEG serves an MJPEG stream at about 50 frames/s whose frames
+// are grey levels counting up, so a reader can tell how old a frame is.
+func countingMJPEG(t *testing.T) (addr string, served *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served = new(atomic.Int64)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw := multipart.NewWriter(w)
+		w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary="+mw.Boundary())
+		for r.Context().Err() == nil {
+			n := served.Load()
+			img := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(float64(n%250), float64(n%250), float64(n%250), 0), 48, 64, gocv.MatTypeCV8UC3)
+			buf, _ := gocv.IMEncode(gocv.JPEGFileExt, img)
+			img.Close()
+			pw, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"image/jpeg"}})
+			if err != nil {
+				buf.Close()
+				return
+			}
+			pw.Write(buf.GetBytes())
+			buf.Close()
+			w.(http.Flusher).Flush()
+			served.Add(1)
+			time.Sleep(20 * time.Millisecond)
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), served
+}
+
+// TestStreamFPSKeepsTheNewestFrame: fps below a stream's rate drops
+// frames; it must not slow the reading down and hand out old frames.
+func TestStreamFPSKeepsTheNewestFrame(t *testing.T) {
+	addr, served := countingMJPEG(t)
+	c, _ := runCamera(t, "http://"+addr+"/video.mjpg?fps=2")
+	waitUntil(t, 10*time.Second, "frames", func() bool { return c.Status().Frames >= 4 })
+	m := gocv.NewMat()
+	defer m.Close()
+	c.Latest(&m)
+	got := int64(m.GetVecbAt(24, 32)[0])
+	want := (served.Load() - 1) % 250
+	if lag := want - got; lag < -3 || lag > 40 {
+		t.Errorf("latest frame is grey %d while the server is at %d: %d frames behind", got, want, lag)
+	}
+	if f := c.Status().Frames; f > 12 {
+		t.Errorf("%d frames published in about 2 s at fps=2", f)
+	}
+}
+
+// TestSlowSnapshotURLIsNotAStall: a JPEG snapshot URL polled every 2 s
+// with read_timeout 500ms waits between polls without reconnecting.
+func TestSlowSnapshotURLIsNotAStall(t *testing.T) {
+	img := solid(64, 48, color.RGBA{0, 160, 0, 0})
+	buf, _ := gocv.IMEncode(gocv.JPEGFileExt, img)
+	jpeg := append([]byte(nil), buf.GetBytes()...)
+	buf.Close()
+	img.Close()
+	var polls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		polls.Add(1)
+		w.Header().Set("Content-Type", "image/jpeg")
+		w.Write(jpeg)
+	}))
+	defer srv.Close()
+	c, _ := runCamera(t, srv.URL+"/snap.jpg?fps=0.5&read_timeout=500ms")
+	waitUntil(t, 10*time.Second, "two polls", func() bool { return c.Status().Frames >= 2 })
+	st := c.Status()
+	if st.ConnectFailures != 0 || st.Reconnects != 0 || st.State != StateConnected {
+		t.Errorf("a paced snapshot URL was taken for a stall: %+v", st)
+	}
+}
+
+// TestFolderWithoutFPSIsPaced: a folder without fps shows one image a
+// second, not all of them before the first sample.
+func TestFolderWithoutFPSIsPaced(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 8; i++ {
+		img := solid(32, 32, color.RGBA{uint8(20 * i), 0, 0, 0})
+		gocv.IMWrite(filepath.Join(dir, fmt.Sprintf("%02d.png", i)), img)
+		img.Close()
+	}
+	c, _ := runCamera(t, dir)
+	time.Sleep(1500 * time.Millisecond)
+	if f := c.Status().Frames; f < 1 || f > 3 {
+		t.Errorf("%d frames after 1.5 s from a folder without fps, want 1..3", f)
+	}
+}
+
+// TestCredentialsAreRedacted: a password in a camera URI appears in no
+// error, log line or status.
+func TestCredentialsAreRedacted(t *testing.T) {
+	for _, uri := range []string{"rtsp://admin:s3cret@10.1.2.3:554/stream1", "http://admin:s3cret@127.0.0.1:1/video.mjpg",
+		"gst://rtspsrc location=rtsp://admin:s3cret@cam/1 ! decodebin ! appsink"} {
+		s, err := ParseSource(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(s.Display, "s3cret") || !strings.Contains(s.Display, "admin:xxxxx@") {
+			t.Errorf("display %q", s.Display)
+		}
+	}
+	if _, err := ParseSource("rtsp://admin:s3cret@cam/x?fps=abc"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("parse error leaks the password: %v", err)
+	}
+	var logs strings.Builder
+	c, err := Open("http://admin:s3cret@127.0.0.1:1/video.mjpg?open_timeout=1s", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.MinBackoff, c.MaxBackoff = 50*time.Millisecond, 100*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	go c.Run(ctx)
+	waitUntil(t, 10*time.Second, "a failed connection", func() bool { return c.Status().ConnectFailures >= 2 })
+	cancel()
+	c.Close()
+	st := c.Status()
+	b, _ := json.Marshal(st)
+	if strings.Contains(string(b), "s3cret") || strings.Contains(logs.String(), "s3cret") {
+		t.Errorf("password leaked:\nstatus %s\nlogs %s", b, logs.String())
+	}
+}
+
+// TestSourceTimeoutBounds: zero or absurd timeouts are refused up front
+// (read_timeout=0s used to panic in time.NewTicker, open_timeout=0
+// abandoned every open).
+func TestSourceTimeoutBounds(t *testing.T) {
+	for _, q := range []string{"read_timeout=0s", "open_timeout=0", "read_timeout=10ms", "open_timeout=2h", "read_timeout=-1s"} {
+		if _, err := ParseSource("file:///x.mp4?" + q); err == nil {
+			t.Errorf("%s accepted", q)
+		}
+	}
+	if s, err := ParseSource("file:///x.mp4?read_timeout=2s&open_timeout=30s"); err != nil || s.ReadTimeout != 2*time.Second {
+		t.Errorf("sane timeouts: %+v %v", s, err)
 	}
 }
 

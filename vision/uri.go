@@ -1,8 +1,10 @@
 package vision
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,7 +27,9 @@ const (
 
 // SourceSpec is a parsed source URI with its options.
 type SourceSpec struct {
-	URI    string
+	URI string // as configured: may hold credentials, never logged
+	// Display is URI with passwords replaced: for logs, errors, status.
+	Display string
 	Kind   Kind
 	Target string // device path, file path, URL or pipeline
 
@@ -61,10 +65,11 @@ type SourceSpec struct {
 // Common options: width, height, fps, flip (horizontal|vertical|both),
 // rotate (90|180|270), loop, open_timeout, read_timeout (Go durations).
 func ParseSource(raw string) (SourceSpec, error) {
-	s := SourceSpec{URI: raw, OpenTimeout: 10 * time.Second, ReadTimeout: 5 * time.Second, Flip: "none"}
+	s := SourceSpec{URI: raw, Display: Redact(raw), OpenTimeout: 10 * time.Second, ReadTimeout: 5 * time.Second, Flip: "none"}
 	if raw == "" {
 		return s, fmt.Errorf("source is empty")
 	}
+
 	if rest, ok := strings.CutPrefix(raw, "gst://"); ok {
 		// A pipeline holds '!' and '=' freely: no query parsing.
 		s.Kind, s.Target = KindGst, strings.TrimSpace(rest)
@@ -82,7 +87,7 @@ func ParseSource(raw string) (SourceSpec, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return s, fmt.Errorf("source %q: %v", s.URI, err)
+		return s, fmt.Errorf("source %q: %v", s.Display, redactErr(err))
 	}
 	q := u.Query()
 	switch u.Scheme {
@@ -93,7 +98,7 @@ func ParseSource(raw string) (SourceSpec, error) {
 			id = "0"
 		}
 		if _, err := strconv.Atoi(id); err != nil {
-			return s, fmt.Errorf("source %q: CSI sensor id %q is not a number", s.URI, id)
+			return s, fmt.Errorf("source %q: CSI sensor id %q is not a number", s.Display, id)
 		}
 		s.Target = id
 	case "v4l2":
@@ -107,7 +112,7 @@ func ParseSource(raw string) (SourceSpec, error) {
 			s.Backend = "gstreamer"
 		}
 		if s.Backend != "gstreamer" && s.Backend != "v4l2" {
-			return s, fmt.Errorf("source %q: backend must be gstreamer or v4l2", s.URI)
+			return s, fmt.Errorf("source %q: backend must be gstreamer or v4l2", s.Display)
 		}
 		q.Del("backend")
 		s.Format, s.Decoder = "raw", "auto"
@@ -121,11 +126,11 @@ func ParseSource(raw string) (SourceSpec, error) {
 		q.Del("decoder")
 		switch {
 		case s.Format != "raw" && s.Format != "mjpeg":
-			return s, fmt.Errorf("source %q: format must be raw or mjpeg", s.URI)
+			return s, fmt.Errorf("source %q: format must be raw or mjpeg", s.Display)
 		case s.Decoder != "auto" && s.Decoder != "hw" && s.Decoder != "sw":
-			return s, fmt.Errorf("source %q: decoder must be auto, hw (Jetson nvv4l2decoder) or sw (jpegdec)", s.URI)
+			return s, fmt.Errorf("source %q: decoder must be auto, hw (Jetson nvv4l2decoder) or sw (jpegdec)", s.Display)
 		case s.Format == "mjpeg" && s.Backend != "gstreamer":
-			return s, fmt.Errorf("source %q: format=mjpeg needs the gstreamer backend (OpenCV's v4l2 backend decodes by itself)", s.URI)
+			return s, fmt.Errorf("source %q: format=mjpeg needs the gstreamer backend (OpenCV's v4l2 backend decodes by itself)", s.Display)
 		}
 	case "rtsp", "rtsps":
 		s.Kind, s.Target = KindRTSP, stripQuery(u, q)
@@ -137,7 +142,7 @@ func ParseSource(raw string) (SourceSpec, error) {
 			p = u.Host + p // file://relative/path
 		}
 		if p == "" {
-			return s, fmt.Errorf("source %q: no path", s.URI)
+			return s, fmt.Errorf("source %q: no path", s.Display)
 		}
 		s.Target = p
 		if st, err := os.Stat(p); err == nil && st.IsDir() || u.Scheme == "folder" {
@@ -146,10 +151,15 @@ func ParseSource(raw string) (SourceSpec, error) {
 			s.Kind = KindFile
 		}
 	default:
-		return s, fmt.Errorf("source %q: unknown scheme %q (use csi, v4l2, rtsp, http, https, file, folder or gst)", s.URI, u.Scheme)
+		return s, fmt.Errorf("source %q: unknown scheme %q (use csi, v4l2, rtsp, http, https, file, folder or gst)", s.Display, u.Scheme)
 	}
 	if err := s.applyOptions(q); err != nil {
-		return s, fmt.Errorf("source %q: %w", s.URI, err)
+		return s, fmt.Errorf("source %q: %w", s.Display, err)
+	}
+	// Folders are read one image a second unless told otherwise: read as
+	// fast as they decode, a whole folder passes between two samples.
+	if s.Kind == KindFolder && s.FPS == 0 {
+		s.FPS = 1
 	}
 	return s, nil
 }
@@ -206,9 +216,9 @@ func (s *SourceSpec) applyOptions(q url.Values) error {
 		case "loop":
 			s.Loop, err = strconv.ParseBool(v)
 		case "open_timeout":
-			s.OpenTimeout, err = time.ParseDuration(v)
+			s.OpenTimeout, err = boundedDuration(v, 100*time.Millisecond, 10*time.Minute)
 		case "read_timeout":
-			s.ReadTimeout, err = time.ParseDuration(v)
+			s.ReadTimeout, err = boundedDuration(v, 100*time.Millisecond, time.Hour)
 		default:
 			if s.Kind == KindRTSP || s.Kind == KindHTTP {
 				continue // the camera's own parameter
@@ -221,6 +231,26 @@ func (s *SourceSpec) applyOptions(q url.Values) error {
 	}
 	return nil
 }
+
+func boundedDuration(v string, lo, hi time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err == nil && (d < lo || d > hi) {
+		err = fmt.Errorf("must be %v..%v", lo, hi)
+	}
+	return d, err
+}
+
+// credentials matches the password of any URL inside a string (a source
+// URI, or a URL inside a GStreamer pipeline such as rtspsrc location=…).
+var credentials = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@`)
+
+// Redact replaces the passwords of URLs in s: rtsp://user:pw@cam becomes
+// rtsp://user:xxxxx@cam.
+func Redact(s string) string { return credentials.ReplaceAllString(s, "${1}:xxxxx@") }
+
+// redactErr keeps url.Parse's errors (which quote the URL) free of
+// passwords.
+func redactErr(err error) error { return errors.New(Redact(err.Error())) }
 
 func positiveInt(v string) (int, error) {
 	n, err := strconv.Atoi(v)

@@ -1,0 +1,83 @@
+package daemon
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leafwatch/leafwatch/mqtt"
+)
+
+// TestExampleConfigStatesTheDefaults: the documented leafwatchd.yaml and
+// DefaultConfig agree on every setting outside the example camera.
+func TestExampleConfigStatesTheDefaults(t *testing.T) {
+	ex, err := ParseConfig("example", []byte(DefaultConfigYAML()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := DefaultConfig()
+	def.applyDefaults(nil)
+	ex.Cameras, def.Cameras = nil, nil
+	if !reflect.DeepEqual(ex, def) {
+		t.Errorf("example and defaults differ:\nexample  %+v\ndefaults %+v", ex, def)
+	}
+}
+
+func TestConfigDefaultsApplyOnlyToAbsentKeys(t *testing.T) {
+	base := "cameras:\n  - name: a\n    source: /tmp\n"
+	cfg, err := ParseConfig("x", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Cameras[0]
+	if c.Interval != 5*time.Second || !reflect.DeepEqual(c.Decision, DefaultDecision()) {
+		t.Errorf("absent keys did not take the defaults: %+v", c)
+	}
+	if cfg.MQTT.Device != "greenhouse1" || cfg.MQTT.ClientID != "leafwatch-greenhouse1" || cfg.MQTT.Broker != "tcp://127.0.0.1:1883" {
+		t.Errorf("derived MQTT settings: %+v", cfg.MQTT)
+	}
+	// A value written in the file is never replaced by a default, even
+	// when it is the zero value: threshold 0 is an error, not 0.7.
+	_, err = ParseConfig("x", []byte(base+"    decision: {threshold: 0}\n"))
+	if err == nil || !strings.Contains(err.Error(), "threshold") {
+		t.Errorf("explicit threshold 0: %v", err)
+	}
+	cfg, err = ParseConfig("x", []byte("device: gh7\nmqtt: {client_id: custom}\n"+base))
+	if err != nil || cfg.MQTT.ClientID != "custom" || cfg.MQTT.Device != "gh7" {
+		t.Errorf("client id %q device %q (%v)", cfg.MQTT.ClientID, cfg.MQTT.Device, err)
+	}
+	if _, err := ParseConfig("x", nil); err == nil || !strings.Contains(err.Error(), "no cameras") {
+		t.Errorf("empty file: %v", err)
+	}
+}
+
+func TestConfigRefusesUnsafeOrWrongSettings(t *testing.T) {
+	base := "cameras:\n  - name: a\n    source: /tmp\n"
+	for _, c := range []struct{ yaml, want string }{
+		{"embedded_broker: {address: '0.0.0.0:1883'}\n", "anonymous"},
+		{"broker: tcp://mq.lan:1883\nmqtt: {ca_file: /etc/ca.pem}\n", "plaintext"},
+		{"top_k: 0\n", "top_k"},
+		{"listen: 8080\n", "listen"},
+		{"stats_interval: 10ms\n", "stats_interval"},
+		{"reload_min_interval: -1s\n", "reload_min_interval"},
+	} {
+		if _, err := ParseConfig("x", []byte(c.yaml+base)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error about %s", c.yaml, err, c.want)
+		}
+	}
+	ok := []string{
+		"embedded_broker: {address: '0.0.0.0:1883', anonymous: true}\n",
+		"embedded_broker: {address: '0.0.0.0:1883', users: {leaf: pw}}\n",
+		"broker: ssl://mq.lan:8883\nmqtt: {ca_file: /etc/ca.pem}\n",
+		"top_k: 50\n",
+	}
+	for _, y := range ok {
+		if _, err := ParseConfig("x", []byte(y+base)); err != nil {
+			t.Errorf("%q refused: %v", y, err)
+		}
+	}
+	if got := (mqtt.BrokerConfig{Address: "127.0.0.1:1883"}).Validate(); got != nil {
+		t.Errorf("loopback broker without users: %v", got)
+	}
+}
