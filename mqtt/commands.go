@@ -54,6 +54,10 @@ func (f CommandFunc) HandleCommand(ctx context.Context, c Command) (any, error) 
 
 const maxCommandPayload = 4 << 10
 
+// maxRunningCommands bounds the commands carried out at once; more are
+// answered "busy" at once instead of piling up goroutines.
+const maxRunningCommands = 2
+
 // ParseCommand validates a command strictly: known name, a JSON object with
 // known fields only, bounded size.
 func ParseCommand(name string, payload []byte) (Command, error) {
@@ -68,8 +72,12 @@ func ParseCommand(name string, payload []byte) (Command, error) {
 	if len(payload) > maxCommandPayload {
 		return c, fmt.Errorf("payload of %d bytes is larger than %d", len(payload), maxCommandPayload)
 	}
-	if len(bytes.TrimSpace(payload)) == 0 {
+	trimmed := bytes.TrimSpace(payload)
+	if len(trimmed) == 0 {
 		return c, nil
+	}
+	if trimmed[0] != '{' {
+		return c, fmt.Errorf("payload must be empty or a JSON object with optional \"id\" and \"camera\", not %.20q", trimmed)
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
@@ -87,6 +95,19 @@ func ParseCommand(name string, payload []byte) (Command, error) {
 
 func (p *Publisher) onCommand(_ paho.Client, m paho.Message) {
 	name := strings.TrimPrefix(m.Topic(), p.topics.Command(""))
+	if len(m.Payload()) == 0 && p.wasCleared(m.Topic()) {
+		return // our own clearing of a retained command, coming back
+	}
+	if m.Retained() {
+		// A retained command would run again at every reconnect. Clear it
+		// (where the broker lets us) and say why it did not run.
+		p.log.Warn("ignored a retained MQTT command; publish commands without the retain flag", "topic", m.Topic())
+		p.markCleared(m.Topic())
+		p.client.Publish(m.Topic(), 1, true, []byte{})
+		res := Result{Command: name, Error: "retained command ignored (it would run again at every reconnect): publish commands without the retain flag", Time: time.Now().UTC()}
+		p.client.Publish(p.topics.Result(), 1, false, mustJSON(res))
+		return
+	}
 	c, err := ParseCommand(name, m.Payload())
 	res := Result{ID: c.ID, Command: name, Time: time.Now().UTC()}
 	if err != nil {
@@ -95,8 +116,17 @@ func (p *Publisher) onCommand(_ paho.Client, m paho.Message) {
 		p.client.Publish(p.topics.Result(), 1, false, mustJSON(res))
 		return
 	}
+	select {
+	case p.cmdSlots <- struct{}{}:
+	default:
+		res.Error = fmt.Sprintf("busy: %d commands are running; try again", maxRunningCommands)
+		p.log.Warn("MQTT command refused: too many running", "command", name)
+		p.client.Publish(p.topics.Result(), 1, false, mustJSON(res))
+		return
+	}
 	// Handlers may be slow (a model reload); run them off paho's goroutine.
 	go func() {
+		defer func() { <-p.cmdSlots }()
 		defer func() {
 			if r := recover(); r != nil {
 				p.log.Error("command handler panicked", "command", name, "panic", r)
@@ -117,4 +147,23 @@ func (p *Publisher) onCommand(_ paho.Client, m paho.Message) {
 		}
 		p.client.Publish(p.topics.Result(), 1, false, mustJSON(res))
 	}()
+}
+
+// markCleared remembers that we cleared a retained command on topic: the
+// empty message the broker forwards back is not a command.
+func (p *Publisher) markCleared(topic string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cleared == nil {
+		p.cleared = map[string]time.Time{}
+	}
+	p.cleared[topic] = time.Now()
+}
+
+func (p *Publisher) wasCleared(topic string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, ok := p.cleared[topic]
+	delete(p.cleared, topic)
+	return ok && time.Since(at) < time.Minute
 }

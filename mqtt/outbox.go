@@ -62,6 +62,17 @@ type Outbox struct {
 
 const outboxExt = ".msg"
 
+// blockSize is the file system's allocation unit assumed for the cap: each
+// message file takes at least one block on disk, however small it is.
+const blockSize = 4096
+
+// diskSize is what a file of n bytes takes on disk.
+func diskSize(n int64) int64 { return (n + blockSize - 1) / blockSize * blockSize }
+
+// maxCorrupt is how many unreadable messages are kept for inspection; the
+// oldest are removed beyond it.
+const maxCorrupt = 100
+
 // OpenOutbox opens (creating if needed) an outbox in dir holding at most
 // maxBytes. Messages left by an earlier process are kept, in order;
 // unreadable ones are moved to dir/corrupt and logged.
@@ -98,8 +109,8 @@ func OpenOutbox(dir string, maxBytes int64, log *slog.Logger) (*Outbox, error) {
 			o.quarantine(name, err)
 			continue
 		}
-		o.entries = append(o.entries, entry{seq: seq, kind: msg.Kind, key: msg.Key, size: size})
-		o.bytes += size
+		o.entries = append(o.entries, entry{seq: seq, kind: msg.Kind, key: msg.Key, size: diskSize(size)})
+		o.bytes += diskSize(size)
 		o.nextSeq = max(o.nextSeq, seq+1)
 	}
 	sort.Slice(o.entries, func(i, j int) bool { return o.entries[i].seq < o.entries[j].seq })
@@ -118,6 +129,13 @@ func (o *Outbox) quarantine(name string, why error) {
 	os.MkdirAll(bad, 0o750)
 	os.Rename(filepath.Join(o.dir, name), filepath.Join(bad, name))
 	o.log.Error("outbox: unreadable message moved aside", "file", name, "to", bad, "err", why)
+	// Keep only the newest few: a disk that corrupts files must not fill
+	// the state folder with them.
+	if des, err := os.ReadDir(bad); err == nil && len(des) > maxCorrupt {
+		for _, de := range des[:len(des)-maxCorrupt] { // names sort by sequence
+			os.Remove(filepath.Join(bad, de.Name()))
+		}
+	}
 }
 
 func (o *Outbox) read(seq uint64) (Message, int64, error) {
@@ -146,7 +164,7 @@ func (o *Outbox) Enqueue(msg Message) error {
 		return err
 	}
 	body = binary.LittleEndian.AppendUint32(body, crc32.ChecksumIEEE(body))
-	size := int64(len(body))
+	size := diskSize(int64(len(body)))
 	if size > o.maxBytes {
 		return fmt.Errorf("outbox: message of %d bytes exceeds the %d-byte cap", size, o.maxBytes)
 	}
@@ -163,10 +181,7 @@ func (o *Outbox) Enqueue(msg Message) error {
 	o.entries = append(o.entries, entry{seq: seq, kind: msg.Kind, key: msg.Key, size: size})
 	o.bytes += size
 	o.enforceCap()
-	select {
-	case o.notify <- struct{}{}:
-	default:
-	}
+	o.signal()
 	return nil
 }
 
@@ -235,7 +250,7 @@ func (o *Outbox) Len() int {
 	return len(o.entries)
 }
 
-// Bytes is the disk space the undelivered messages take.
+// Bytes is the disk space the undelivered messages take (whole blocks).
 func (o *Outbox) Bytes() int64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -251,6 +266,22 @@ func (o *Outbox) Dropped() (alerts, states uint64) {
 
 // Notify is signalled after every Enqueue.
 func (o *Outbox) Notify() <-chan struct{} { return o.notify }
+
+// signal wakes the delivery loop.
+func (o *Outbox) signal() {
+	select {
+	case o.notify <- struct{}{}:
+	default:
+	}
+}
+
+// countDrop counts a message dropped outside the outbox (the publisher's
+// memory queue), so Dropped reports every loss.
+func (o *Outbox) countDrop(k Kind) {
+	o.mu.Lock()
+	o.dropped[k]++
+	o.mu.Unlock()
+}
 
 // writeFileSync writes data to path atomically and durably.
 func writeFileSync(dir, path string, data []byte) error {

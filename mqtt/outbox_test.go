@@ -62,7 +62,7 @@ func TestOutboxSurvivesReopenInOrder(t *testing.T) {
 }
 
 func TestOutboxCapDropsStatesBeforeAlerts(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir(), 1500, nil)
+	o, err := OpenOutbox(t.TempDir(), 6*blockSize, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestOutboxCapDropsStatesBeforeAlerts(t *testing.T) {
 		t.Fatalf("%d alerts survived, want all 6", alerts)
 	}
 	// With only alerts left, the oldest alert goes and is counted.
-	o2, _ := OpenOutbox(t.TempDir(), 200, nil)
+	o2, _ := OpenOutbox(t.TempDir(), 2*blockSize, nil)
 	for i := 0; i < 10; i++ {
 		o2.Enqueue(alertMsg(i))
 	}
@@ -94,6 +94,48 @@ func TestOutboxCapDropsStatesBeforeAlerts(t *testing.T) {
 	got := drain(t, o2)
 	if got[len(got)-1] != `{"event_id":"e9"}` {
 		t.Fatalf("newest alert lost: %v", got)
+	}
+}
+
+// TestOutboxCapCountsDiskBlocks: a tiny message still takes a block on
+// disk; the cap is what the folder takes, not the bytes of the messages.
+func TestOutboxCapCountsDiskBlocks(t *testing.T) {
+	dir := t.TempDir()
+	o, _ := OpenOutbox(dir, 64<<10, nil)
+	for i := 0; i < 100; i++ {
+		o.Enqueue(alertMsg(i))
+	}
+	if o.Len() > 16 || o.Bytes() > 64<<10 {
+		t.Fatalf("%d messages taking %d bytes of disk kept under a 64 KiB cap", o.Len(), o.Bytes())
+	}
+	var used int64
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		if info, err := de.Info(); err == nil && !de.IsDir() {
+			used += diskSize(info.Size())
+		}
+	}
+	if used > 64<<10 {
+		t.Fatalf("the outbox folder takes %d bytes on disk, cap 64 KiB", used)
+	}
+}
+
+// TestOutboxCorruptFolderIsCapped: unreadable messages are kept for
+// inspection, but not without bound.
+func TestOutboxCorruptFolderIsCapped(t *testing.T) {
+	dir := t.TempDir()
+	for i := 1; i <= maxCorrupt+20; i++ {
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("%020d%s", i, outboxExt)), []byte("garbage"), 0o600)
+	}
+	if _, err := OpenOutbox(dir, 1<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	des, _ := os.ReadDir(filepath.Join(dir, "corrupt"))
+	if len(des) != maxCorrupt {
+		t.Fatalf("%d files kept in corrupt/, want %d", len(des), maxCorrupt)
+	}
+	if des[len(des)-1].Name() != fmt.Sprintf("%020d%s", maxCorrupt+20, outboxExt) {
+		t.Errorf("the newest corrupt file was not kept: %s", des[len(des)-1].Name())
 	}
 }
 

@@ -10,6 +10,7 @@ func NewTopics(prefix, device string) Topics { return Topics{prefix + "/" + devi
 
 func (t Topics) Availability() string           { return t.base + "/availability" }
 func (t Topics) Stats() string                  { return t.base + "/stats" }
+func (t Topics) Model() string                  { return t.base + "/model" }
 func (t Topics) State(camera string) string     { return t.base + "/" + camera + "/state" }
 func (t Topics) Alert(camera string) string     { return t.base + "/" + camera + "/alert" }
 func (t Topics) Thumbnail(camera string) string { return t.base + "/" + camera + "/thumbnail" }
@@ -81,4 +82,17 @@ type Stats struct {
 	Model         string             `json:"model_version"`
 	Engine        string             `json:"engine"`
 	CameraState   map[string]string  `json:"camera_state"`
+}
+
+// ModelInfo describes the model serving, published retained on
+// <prefix>/<device>/model at start and after every reload.
+type ModelInfo struct {
+	Version string   `json:"model_version"`
+	Variant string   `json:"variant"`
+	Labels  []string `json:"labels"`
+	Engine  string   `json:"engine"`
+	// LabelsChanged is set when a reload brought a different class set:
+	// dashboards keyed on labels must be updated.
+	LabelsChanged bool      `json:"labels_changed,omitempty"`
+	Loaded        time.Time `json:"loaded"`
 }

@@ -124,6 +124,13 @@ type Subscriber struct {
 	C    paho.Client
 	mu   sync.Mutex
 	msgs []paho.Message
+	at   []time.Time
+}
+
+// Msg is one received message with its arrival time.
+type Msg struct {
+	Payload string
+	At      time.Time
 }
 
 func NewSubscriber(t testing.TB, broker, id string, clean bool, filters ...string) *Subscriber {
@@ -154,7 +161,21 @@ func NewSubscriber(t testing.TB, broker, id string, clean bool, filters ...strin
 func (s *Subscriber) record(_ paho.Client, m paho.Message) {
 	s.mu.Lock()
 	s.msgs = append(s.msgs, m)
+	s.at = append(s.at, time.Now())
 	s.mu.Unlock()
+}
+
+// Received returns the messages on a topic with their arrival times.
+func (s *Subscriber) Received(topic string) []Msg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Msg
+	for i, m := range s.msgs {
+		if m.Topic() == topic {
+			out = append(out, Msg{string(m.Payload()), s.at[i]})
+		}
+	}
+	return out
 }
 
 // on returns the payloads received on a topic so far.
