@@ -86,8 +86,9 @@ test: deps fmt-check vet build-purego
 	$(GO) test -count=1 -timeout 15m ./model/... ./tools/finetune/train/
 	$(GO) test -count=1 -race -run 'Concurrent|Allocates' ./model/
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
+	$(GO) test -count=1 -run 'RSSAfterReloads' ./daemon/
 	CGO_ENABLED=0 $(GO) test -count=1 -run 'Reference|Gradients' ./model/
-	$(GO) test -count=1 -tags matprofile -run NoLeakedMats ./vision/
+	$(GO) test -count=1 -tags matprofile -run NoLeakedMats ./vision/ ./daemon/
 
 test-short: deps
 	$(GO) test -short -count=1 ./...

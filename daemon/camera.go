@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -14,24 +16,34 @@ import (
 	"github.com/leafwatch/leafwatch/vision"
 )
 
-// camRunner samples one camera at its interval and runs the pipeline.
+// camRunner samples one camera at its interval and runs the pipeline:
+// frame → infer → decide → record → publish.
 type camRunner struct {
 	d       *Daemon
 	cfg     CameraConfig
 	src     *vision.Camera
 	dec     *Decider
-	trigger chan chan error
+	store   *decisionStore
+	trigger chan sampleRequest
 
 	frame   gocv.Mat
 	pp      *vision.Preprocessor
-	ppFor   *model.Model
+	ppKey   vision.Preprocess // what pp was built for (not the model: that would keep it alive)
 	lastSeq uint64
+	beat    atomic.Int64 // monotonic time of the loop's last sign of life (Daemon.mono)
 
 	mu       sync.Mutex
 	state    mqtt.Classification
 	active   *Event // the ongoing alert, for the status page
 	lastJPEG []byte
 	alerts   []mqtt.Alert // recent, newest last
+}
+
+// sampleRequest is a command's sample: force classifies the newest frame
+// even if the scheduled sample already used it.
+type sampleRequest struct {
+	force bool
+	done  chan error
 }
 
 func (c *camRunner) close() {
@@ -41,22 +53,30 @@ func (c *camRunner) close() {
 	c.frame.Close()
 }
 
+// loop samples at the camera's interval and on commands. It shows it is
+// alive every second while it waits, so the watchdog reflects a wedged
+// pipeline, not a long interval.
 func (c *camRunner) loop(ctx context.Context) {
 	c.frame = gocv.NewMat()
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
+	alive := time.NewTicker(livenessPeriod())
+	defer alive.Stop()
 	for {
-		var reply chan error
+		c.beat.Store(c.d.mono())
+		var req *sampleRequest
 		select {
 		case <-ctx.Done():
 			return
+		case <-alive.C:
+			continue
 		case <-t.C:
-		case reply = <-c.trigger:
+		case r := <-c.trigger:
+			req = &r
 		}
-		c.d.beat.Store(time.Now().UnixNano())
-		err := c.sample(ctx)
-		if reply != nil {
-			reply <- err
+		err := c.sample(ctx, req != nil && req.force)
+		if req != nil {
+			req.done <- err
 		}
 		if err != nil && !errors.Is(err, errNoNewFrame) {
 			c.d.log.Warn("sample failed", "camera", c.cfg.Name, "err", err)
@@ -64,31 +84,73 @@ func (c *camRunner) loop(ctx context.Context) {
 	}
 }
 
-var errNoNewFrame = errors.New("no new frame since the last sample")
+var (
+	errNoNewFrame = errors.New("no new frame since the last sample")
+	errNoFrame    = errors.New("no frame from the camera yet")
+)
 
-func (c *camRunner) sample(ctx context.Context) error {
+// sample runs one pass of the pipeline.
+func (c *camRunner) sample(ctx context.Context, force bool) error {
+	at, err := c.grab(force)
+	if err != nil {
+		return err
+	}
+	inf, err := c.infer(ctx)
+	if err != nil {
+		return err
+	}
+	d := c.decide(inf, at)
+	jpeg, err := c.record(inf, d, at)
+	if err != nil {
+		return err
+	}
+	c.publish(inf.m, d, jpeg, at)
+	return nil
+}
+
+// grab copies the newest frame; without force, one already sampled is a
+// drop (the camera delivers no new frames).
+func (c *camRunner) grab(force bool) (time.Time, error) {
 	seq, at := c.src.Latest(&c.frame)
-	if seq == 0 || seq == c.lastSeq {
+	if seq == 0 {
+		c.d.met.drops.WithLabelValues(c.cfg.Name, "no_frame").Inc()
+		return at, errNoFrame
+	}
+	if seq == c.lastSeq && !force {
 		c.d.met.drops.WithLabelValues(c.cfg.Name, "no_new_frame").Inc()
-		return errNoNewFrame
+		return at, errNoNewFrame
 	}
 	c.lastSeq = seq
+	return at, nil
+}
+
+// inference is what the model said about a frame's regions.
+type inference struct {
+	m     *model.Model
+	boxes []image.Rectangle
+	preds []model.Prediction
+}
+
+// infer preprocesses the frame (and its tiles) and classifies them as one
+// batch, falling back to the CPU if the engine reports it has failed.
+func (c *camRunner) infer(ctx context.Context) (inference, error) {
 	clf := c.d.engine()
 	m := clf.Model()
-	if c.pp == nil || c.ppFor != m {
+	key := vision.Preprocess{InputSize: m.Meta.InputSize, Resize: m.Meta.Resize, Mean: m.Meta.Mean, Std: m.Meta.Std}
+	if c.pp == nil || c.ppKey != key {
 		if c.pp != nil {
 			c.pp.Close()
+			c.pp = nil
 		}
-		md := m.Meta
-		pp, err := vision.NewPreprocessor(vision.Preprocess{InputSize: md.InputSize, Resize: md.Resize, Mean: md.Mean, Std: md.Std}, c.cfg.Tiling)
+		pp, err := vision.NewPreprocessor(key, c.cfg.Tiling)
 		if err != nil {
-			return err
+			return inference{}, err
 		}
-		c.pp, c.ppFor = pp, m
+		c.pp, c.ppKey = pp, key
 	}
 	batch, boxes, err := c.pp.Run(c.frame)
 	if err != nil {
-		return err
+		return inference{}, err
 	}
 	t0 := time.Now()
 	preds, err := clf.Classify(ctx, batch, len(boxes), c.d.cfg.TopK)
@@ -97,97 +159,81 @@ func (c *camRunner) sample(ctx context.Context) error {
 		preds, err = clf.Classify(ctx, batch, len(boxes), c.d.cfg.TopK)
 	}
 	if err != nil {
-		return fmt.Errorf("classify: %w", err)
+		return inference{}, fmt.Errorf("classify: %w", err)
 	}
 	c.d.met.observeInference(time.Since(t0))
 	c.d.met.samples.WithLabelValues(c.cfg.Name).Inc()
+	return inference{m: clf.Model(), boxes: boxes, preds: preds}, nil
+}
 
-	// The camera's answer: the most confident disease seen in any region
-	// above its threshold, else the most confident region overall.
-	bi := 0
-	for i, p := range preds {
-		b := p.Best()
-		cur := preds[bi].Best()
-		lab, curLab := c.dec.Label(b), c.dec.Label(cur)
-		disease := lab != Uncertain && !model.IsHealthy(lab)
-		curDisease := curLab != Uncertain && !model.IsHealthy(curLab)
-		if (disease && !curDisease) || (disease == curDisease && b.Prob > cur.Prob) {
-			bi = i
-		}
-	}
-	best := preds[bi].Best()
-	label := c.dec.Label(best)
+// decision is the camera's answer for one sample and the events it caused.
+type decision struct {
+	cls    mqtt.Classification
+	marks  []vision.TileMark
+	events []Event
+}
+
+// decide picks the answering region, applies the thresholds and feeds the
+// decider.
+func (c *camRunner) decide(inf inference, at time.Time) decision {
+	best := c.dec.Choose(inf.preds)
+	top := inf.preds[best].Best()
+	label := c.dec.Label(top)
 	c.d.met.decisions.WithLabelValues(c.cfg.Name, label).Inc()
-	events := c.dec.Observe(label, best.Prob, at)
+	events := c.dec.Observe(label, top.Prob, at)
+	cls, marks := classification(c.cfg.Name, c.dec, inf, best, at)
+	cls.Disease = c.dec.Active() != nil
+	return decision{cls: cls, marks: marks, events: events}
+}
 
-	cls := mqtt.Classification{Camera: c.cfg.Name, Label: label, Display: displayOf(label), Confidence: best.Prob,
-		Disease: c.dec.Active() != nil, Model: m.Meta.Version, FrameTime: at.UTC()}
-	for _, s := range preds[bi].Top {
-		cls.Top = append(cls.Top, mqtt.Scored{Label: s.Label, Prob: s.Prob})
-	}
-	var marks []vision.TileMark
-	if len(boxes) > 1 {
-		for i, b := range boxes {
-			pb := preds[i].Best()
-			l := c.dec.Label(pb)
-			cls.Tiles = append(cls.Tiles, mqtt.TileResult{Box: [4]int{b.Min.X, b.Min.Y, b.Dx(), b.Dy()}, Label: l, Confidence: pb.Prob})
-			marks = append(marks, vision.TileMark{Box: b, Label: l, Confidence: pb.Prob, Alert: l != Uncertain && !model.IsHealthy(l)})
-		}
-	}
-	jpeg, err := vision.EncodeSnapshot(c.frame, vision.Overlay{Camera: c.cfg.Name, Label: label, Confidence: best.Prob,
-		Alert: cls.Disease, Time: at, Tiles: marks}, c.d.cfg.Snapshots.Width, c.d.cfg.Snapshots.Quality)
+// record draws the snapshot and updates what the status page shows.
+func (c *camRunner) record(inf inference, d decision, at time.Time) ([]byte, error) {
+	jpeg, err := vision.EncodeSnapshot(c.frame, vision.Overlay{Camera: c.cfg.Name, Label: d.cls.Label, Confidence: d.cls.Confidence,
+		Alert: d.cls.Disease, Time: at, Tiles: d.marks}, c.d.cfg.Snapshots.Width, c.d.cfg.Snapshots.Quality)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.mu.Lock()
-	changed := c.state.Label != cls.Label || c.state.Disease != cls.Disease
-	c.state = cls
+	defer c.mu.Unlock()
 	c.active = nil
 	if a := c.dec.Active(); a != nil {
 		cp := *a
 		c.active = &cp
 	}
 	c.lastJPEG = jpeg
-	c.mu.Unlock()
-	if err := c.d.pub.State(cls, changed); err != nil {
-		c.d.log.Error("state not queued", "camera", c.cfg.Name, "err", err)
-	}
-	for _, e := range events {
-		a := mqtt.Alert{EventID: e.ID, Phase: e.Phase, Camera: c.cfg.Name, Label: e.Label, Display: displayOf(e.Label),
-			Confidence: e.Confidence, Start: e.Start.UTC(), Model: m.Meta.Version}
-		if e.Phase == mqtt.AlertEnd {
-			a.End = e.End.UTC()
-		} else {
-			name := fmt.Sprintf("%s-%s.jpg", c.cfg.Name, e.Start.UTC().Format("20060102T150405.000Z"))
-			if p, err := c.d.snaps.Save(name, jpeg); err == nil {
-				a.Snapshot = p
-			} else {
-				c.d.log.Warn("snapshot not saved", "err", err)
-			}
-			c.d.pub.Thumbnail(c.cfg.Name, jpeg)
-		}
-		// The alert is on disk before we go on: nothing decided is lost.
-		if err := c.d.pub.Alert(a); err != nil {
-			c.d.log.Error("ALERT NOT QUEUED", "camera", c.cfg.Name, "event", e.ID, "err", err)
-			continue
-		}
-		c.d.met.alerts.WithLabelValues(c.cfg.Name, e.Phase).Inc()
-		c.d.log.Info("alert", "camera", c.cfg.Name, "phase", e.Phase, "label", e.Label, "event", e.ID)
-		c.mu.Lock()
-		c.alerts = append(c.alerts, a)
-		if len(c.alerts) > 20 {
-			c.alerts = c.alerts[len(c.alerts)-20:]
-		}
-		c.mu.Unlock()
-	}
-	return nil
+	return jpeg, nil
 }
 
-func displayOf(label string) string {
-	if label == Uncertain {
-		return "Not sure"
+// publish sends the state and the alerts, persisting the decision state
+// first whenever an alert started or ended.
+func (c *camRunner) publish(m *model.Model, d decision, jpeg []byte, at time.Time) {
+	c.mu.Lock()
+	changed := c.state.Label != d.cls.Label || c.state.Disease != d.cls.Disease
+	c.state = d.cls
+	c.mu.Unlock()
+	if len(d.events) > 0 {
+		if err := c.store.save(c.dec.State(time.Now())); err != nil {
+			c.d.log.Error("decision state not saved: a restart now would not continue this alert", "camera", c.cfg.Name, "err", err)
+		}
 	}
-	return model.DisplayLabel(label)
+	if err := c.d.pub.State(d.cls, changed); err != nil {
+		c.d.log.Error("state message dropped", "camera", c.cfg.Name, "err", err)
+	}
+	for _, e := range d.events {
+		snapshot := ""
+		if e.Phase == mqtt.AlertStart {
+			name := fmt.Sprintf("%s-%s.jpg", c.cfg.Name, e.Start.UTC().Format("20060102T150405.000Z"))
+			if p, err := c.d.snaps.Save(name, jpeg); err == nil {
+				snapshot = p
+			} else {
+				c.d.log.Warn("snapshot not saved", "camera", c.cfg.Name, "err", err)
+			}
+			if err := c.d.sendThumbnail(c.cfg.Name, jpeg); err != nil {
+				c.d.log.Warn("alert thumbnail not published", "camera", c.cfg.Name, "err", err)
+			}
+		}
+		c.d.emit(c, alertPayload(c.cfg.Name, e, m.Meta.Version, snapshot))
+	}
 }
 
 func (c *camRunner) snapshotJPEG() []byte {

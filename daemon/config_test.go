@@ -81,3 +81,15 @@ func TestConfigRefusesUnsafeOrWrongSettings(t *testing.T) {
 		t.Errorf("loopback broker without users: %v", got)
 	}
 }
+
+// TestSourceOptionErrorsHaveLines: source options that used to crash or
+// wedge the daemon are refused by check-config, with their line.
+func TestSourceOptionErrorsHaveLines(t *testing.T) {
+	for _, q := range []string{"read_timeout=0s", "open_timeout=0", "fps=0", "read_timeout=20ms"} {
+		yaml := "cameras:\n  - name: a\n    source: file:///x.mp4?" + q + "\n"
+		_, err := ParseConfig("x", []byte(yaml))
+		if err == nil || !strings.Contains(err.Error(), "line 3: cameras.0.source") {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+}

@@ -32,14 +32,21 @@ type Daemon struct {
 	snaps *vision.SnapshotDir
 	cams  []*camRunner
 	met   *metrics
-	start time.Time
+	start time.Time // also the origin of mono()
+	auth  *httpAuth
 
-	reloadMu  sync.Mutex
-	modelMod  time.Time
-	beat      atomic.Int64 // unix nanos of the last pipeline iteration
+	reloads   reloadState
 	ready     atomic.Bool
-	lastError atomic.Value // string: last reload error
+	lastError atomic.Value // string: the last reload error, until a reload succeeds
 	fallback  atomic.Value // string: why the configured engine was replaced by the CPU
+	restored  []restoredEvent
+}
+
+// restoredEvent is an end decided while restoring a camera's state, to
+// publish once the publisher runs.
+type restoredEvent struct {
+	cam *camRunner
+	e   Event
 }
 
 // engineBox lets an interface live in an atomic.Pointer.
@@ -48,111 +55,119 @@ type engineBox struct{ e model.Engine }
 // engine is the engine serving now.
 func (d *Daemon) engine() model.Engine { return d.clf.Load().e }
 
-// New loads the model and prepares every part; Run starts them.
-func New(cfg Config, log *slog.Logger) (*Daemon, error) {
+// mono is the time since start on the monotonic clock: liveness and rate
+// limits must not jump with the wall clock (an NTP step on a board that
+// booted with a wrong time).
+func (d *Daemon) mono() int64 { return int64(time.Since(d.start)) }
+
+// resumeWithin is how long the daemon may be down and still continue an
+// ongoing alert: longer, and it ends the alert explicitly (reason "stale").
+func resumeWithin(cam CameraConfig) time.Duration { return max(30*time.Minute, 20*cam.Interval) }
+
+// New loads the model and prepares every part; Run starts them. On an
+// error nothing it opened is left behind.
+func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	d := &Daemon{cfg: cfg, log: log, start: time.Now(), met: newMetrics()}
 	gpu.SetLibraryDirs(cfg.CUDALibs)
-	if err := d.loadModel(); err != nil {
+	defer func() {
+		if err != nil {
+			d.closeParts()
+		}
+	}()
+	if d.auth, err = loadHTTPAuth(cfg.HTTPAuth); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
-	snaps, err := vision.OpenSnapshotDir(filepath.Join(cfg.StateDir, "snapshots"), int64(cfg.Snapshots.MaxMB)<<20)
-	if err != nil {
+	if err := d.loadModel(); err != nil {
 		return nil, err
 	}
-	d.snaps = snaps
+	if d.snaps, err = vision.OpenSnapshotDir(filepath.Join(cfg.StateDir, "snapshots"), int64(cfg.Snapshots.MaxMB)<<20); err != nil {
+		return nil, err
+	}
 	for _, cc := range cfg.Cameras {
 		src, err := vision.Open(cc.Source, log.With("camera", cc.Name))
 		if err != nil {
 			return nil, fmt.Errorf("camera %s: %w", cc.Name, err)
 		}
-		d.cams = append(d.cams, &camRunner{d: d, cfg: cc, src: src, dec: NewDecider(cfg.Device, cc.Name, cc.Decision), trigger: make(chan chan error, 1)})
+		store, err := openDecisionStore(cfg.StateDir, cc.Name)
+		if err != nil {
+			src.Close()
+			return nil, err
+		}
+		c := &camRunner{d: d, cfg: cc, src: src, store: store, dec: NewDecider(cfg.Device, cc.Name, cc.Decision), trigger: make(chan sampleRequest, 1)}
+		d.cams = append(d.cams, c)
+		if err := d.restore(c); err != nil {
+			log.Error("decision state not restored; starting fresh", "camera", cc.Name, "err", err)
+		}
 	}
 	return d, nil
 }
 
-// loadModel loads and fully checks the checkpoint, then swaps it in. On
-// any failure the current model keeps serving.
-func (d *Daemon) loadModel() error {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	st, err := os.Stat(d.cfg.Model)
-	if err != nil {
-		return fmt.Errorf("model: %w", err)
-	}
-	m, err := model.Load(d.cfg.Model)
-	if err != nil {
+// restore continues a camera's decisions from before a restart.
+func (d *Daemon) restore(c *camRunner) error {
+	st, ok, err := c.store.load()
+	if err != nil || !ok {
 		return err
 	}
-	c, err := gpu.Select(m, d.cfg.Engine, model.Options{MaxBatch: 8}, d.log)
-	if err != nil {
-		return err
+	now := time.Now()
+	ends := c.dec.Restore(st, now, resumeWithin(c.cfg))
+	if a := c.dec.Active(); a != nil {
+		d.log.Info("continuing the alert that was ongoing before the restart", "camera", c.cfg.Name, "event", a.ID, "label", a.Label, "down_for", now.Sub(st.SavedAt).Round(time.Second))
+		cp := *a
+		c.active = &cp
 	}
-	// A test inference proves the model runs before it replaces the old one.
-	probe := make([]float32, m.InputLen())
-	if _, err := c.Classify(context.Background(), probe, 1, 1); err != nil {
-		c.Close()
-		return fmt.Errorf("model %s: test inference failed: %w", d.cfg.Model, err)
+	for _, e := range ends {
+		d.log.Info("ending the alert that was ongoing before the restart: the daemon was down too long to continue it",
+			"camera", c.cfg.Name, "event", e.ID, "down_for", now.Sub(st.SavedAt).Round(time.Second))
+		d.restored = append(d.restored, restoredEvent{c, e})
 	}
-	old := d.clf.Swap(&engineBox{c})
-	d.modelMod = st.ModTime()
-	d.met.setModel(m.Meta.Version)
-	d.met.setEngine(c.Engine())
-	d.fallback.Store("")
-	if old != nil {
-		// In-flight samples holding the old engine finish or get a clear
-		// error; the next sample takes the new one.
-		defer old.e.Close()
-		d.log.Info("model reloaded", "path", d.cfg.Model, "version", m.Meta.Version, "previous", old.e.Model().Meta.Version)
-	} else {
-		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "blas", model.BLASInfo())
-		if model.BLASCoreIsGeneric() {
-			d.log.Warn("OpenBLAS picked a generic CPU kernel; set OPENBLAS_CORETYPE (e.g. SkylakeX or Haswell) for 3-6x faster inference", "blas", model.BLASInfo())
-		}
+	if len(ends) > 0 {
+		return c.store.save(c.dec.State(now))
 	}
 	return nil
 }
 
-// fallBack replaces an engine that reported model.ErrEngineFailed (a CUDA
-// context lost to a sticky error) with the CPU engine for the same model,
-// so the daemon keeps classifying instead of failing every sample while the
-// watchdog is still fed. The next successful reload tries the configured
-// engine again. It reports whether the engine now serving differs from
-// failed.
-func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	if d.engine() != failed {
-		return true // another sample or a reload already replaced it
+// closeParts releases what New opened (cameras not yet running, the
+// engine) when New fails.
+func (d *Daemon) closeParts() {
+	for _, c := range d.cams {
+		c.src.Close()
 	}
-	m := failed.Model()
-	cpu := model.NewClassifier(m, model.Options{MaxBatch: 8})
-	d.clf.Store(&engineBox{cpu})
-	why := fmt.Sprintf("%s failed at %s (%v); serving on %s until the next model reload or restart",
-		failed.Engine(), time.Now().UTC().Format(time.RFC3339), cause, cpu.Engine())
-	d.fallback.Store(why)
-	d.met.engineFallbacks.Inc()
-	d.met.setEngine(cpu.Engine())
-	d.log.Error("inference engine failed; falling back to the CPU", "failed", failed.Engine(), "err", cause, "now", cpu.Engine())
-	// In-flight calls on the failed engine get its failure; nothing else
-	// holds it once the pointer is swapped.
-	go failed.Close()
-	return true
+	if b := d.clf.Load(); b != nil {
+		b.e.Close()
+	}
 }
 
-// Reload reloads the model and reports the outcome in log and metrics.
-func (d *Daemon) Reload(why string) error {
-	err := d.loadModel()
+// emit queues an alert and records it for the status page and metrics.
+func (d *Daemon) emit(c *camRunner, a mqtt.Alert) {
+	if err := d.pub.Alert(a); err != nil {
+		d.log.Error("ALERT DROPPED", "camera", c.cfg.Name, "event", a.EventID, "phase", a.Phase, "err", err)
+		return
+	}
+	d.met.alerts.WithLabelValues(c.cfg.Name, a.Phase).Inc()
+	d.log.Info("alert", "camera", c.cfg.Name, "phase", a.Phase, "label", a.Label, "event", a.EventID, "reason", a.Reason)
+	c.mu.Lock()
+	c.alerts = append(c.alerts, a)
+	if len(c.alerts) > 20 {
+		c.alerts = c.alerts[len(c.alerts)-20:]
+	}
+	c.mu.Unlock()
+}
+
+// sendThumbnail publishes a snapshot as the camera's thumbnail, made
+// smaller until it fits thumbnail_max_bytes.
+func (d *Daemon) sendThumbnail(camera string, jpeg []byte) error {
+	limit := d.pub.ThumbnailLimit()
+	if limit <= 0 {
+		return nil
+	}
+	fit, err := vision.FitJPEG(jpeg, limit)
 	if err != nil {
-		d.met.reloadFail.Inc()
-		d.lastError.Store(err.Error())
-		d.log.Error("model reload refused; the previous model keeps serving", "trigger", why, "err", err)
 		return err
 	}
-	d.met.reloadOK.Inc()
-	return nil
+	return d.pub.Thumbnail(camera, fit)
 }
 
 // Run runs until ctx ends, then shuts down in order: capture stops,
@@ -180,6 +195,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.pub = pub
 	d.met.register(d)
+	d.publishModelInfo(false)
+	for _, r := range d.restored {
+		d.emit(r.cam, alertPayload(r.cam.cfg.Name, r.e, d.engine().Model().Meta.Version, ""))
+	}
+	d.restored = nil
 
 	pubCtx, stopPub := context.WithCancel(context.Background())
 	pubDone := make(chan struct{})
@@ -200,7 +220,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); c.loop(camCtx) }()
 	}
 	d.ready.Store(true)
-	d.beat.Store(time.Now().UnixNano())
 	notify("READY=1")
 	go d.watchModelFile(camCtx)
 	go d.statsLoop(camCtx)
@@ -214,15 +233,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("shutting down: stopping capture")
 	stopCams()
 	wg.Wait() // loops finish their in-flight sample
+	// Cameras close at once, not one after another: each may wait up to 3 s
+	// for a read that hangs in OpenCV.
+	var closing sync.WaitGroup
 	for _, c := range d.cams {
-		c.src.Close()
-		c.close()
+		closing.Add(1)
+		go func() { defer closing.Done(); c.src.Close(); c.close() }()
 	}
+	closing.Wait()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	srv.Shutdown(shutCtx)
 	cancel()
 	stopPub() // flushes the outbox (up to 5 s) and publishes offline
 	<-pubDone
+	d.engine().Close()
 	d.log.Info("stopped", "outbox_left", ob.Len())
 	return nil
 }
@@ -252,33 +276,11 @@ func (d *Daemon) exitWhenEnded(ctx context.Context, stop context.CancelFunc) {
 			}
 		}
 		// Give the last sample and the outbox a moment to drain.
-		if ended && d.pub.Outbox().Len() == 0 {
+		if ended && d.pub.Outbox().Len() == 0 && d.pub.Pending() == 0 {
 			time.Sleep(time.Second)
 			d.log.Info("all sources ended; exiting (exit_when_sources_end)")
 			stop()
 			return false
-		}
-		return true
-	})
-}
-
-func (d *Daemon) watchModelFile(ctx context.Context) {
-	every(ctx, 5*time.Second, func() bool {
-		st, err := os.Stat(d.cfg.Model)
-		if err != nil {
-			return true
-		}
-		d.reloadMu.Lock()
-		changed := !st.ModTime().Equal(d.modelMod)
-		d.reloadMu.Unlock()
-		if changed {
-			// Wait for the writer to finish before reading.
-			time.Sleep(time.Second)
-			if d.Reload("file changed") != nil {
-				d.reloadMu.Lock()
-				d.modelMod = st.ModTime() // do not retry the same bad file every 5 s
-				d.reloadMu.Unlock()
-			}
 		}
 		return true
 	})
@@ -303,18 +305,30 @@ func (d *Daemon) statsLoop(ctx context.Context) {
 	})
 }
 
-// watchdog pings systemd only while the pipeline is alive: a camera loop
-// iterated recently.
+// alive reports whether every camera loop showed life within limit: a
+// loop waiting for its next sample beats every second, one stuck inside a
+// sample (a hung inference) does not.
+func (d *Daemon) alive(limit time.Duration) (bool, string) {
+	now := d.mono()
+	for _, c := range d.cams {
+		if since := time.Duration(now - c.beat.Load()); since > limit {
+			return false, fmt.Sprintf("camera %s's loop silent for %v", c.cfg.Name, since.Round(time.Second))
+		}
+	}
+	return true, ""
+}
+
+// watchdog pings systemd while the pipeline is alive.
 func (d *Daemon) watchdog(ctx context.Context) {
 	iv := watchdogInterval()
 	if iv == 0 {
 		return
 	}
-	every(ctx, iv/2, func() bool {
-		if time.Since(time.Unix(0, d.beat.Load())) < iv {
+	every(ctx, iv/3, func() bool {
+		if ok, why := d.alive(iv / 2); ok {
 			notify("WATCHDOG=1")
 		} else {
-			d.log.Error("pipeline stalled; not pinging the watchdog")
+			d.log.Error("pipeline stalled; not pinging the watchdog", "why", why)
 		}
 		return true
 	})
@@ -336,7 +350,7 @@ func (d *Daemon) HandleCommand(ctx context.Context, c mqtt.Command) (any, error)
 			}
 			done := make(chan error, 1)
 			select {
-			case cam.trigger <- done:
+			case cam.trigger <- sampleRequest{force: true, done: done}:
 			default:
 				return nil, fmt.Errorf("camera %s is busy", cam.cfg.Name)
 			}
@@ -349,8 +363,8 @@ func (d *Daemon) HandleCommand(ctx context.Context, c mqtt.Command) (any, error)
 				return nil, ctx.Err()
 			}
 			if c.Name == mqtt.CmdSnapshot {
-				if jpeg := cam.snapshotJPEG(); jpeg != nil {
-					d.pub.Thumbnail(cam.cfg.Name, jpeg)
+				if err := d.sendThumbnail(cam.cfg.Name, cam.snapshotJPEG()); err != nil {
+					return nil, fmt.Errorf("camera %s: snapshot not published: %w", cam.cfg.Name, err)
 				}
 			}
 			out = append(out, cam.cfg.Name)

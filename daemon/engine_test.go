@@ -78,7 +78,7 @@ func TestEngineFailureFallsBackToCPU(t *testing.T) {
 	video := filepath.Join(dir, "bench.avi")
 	writeTestVideo(t, video, 20)
 	brokerAddr, httpAddr := freeAddr(t), freeAddr(t)
-	yaml := fmt.Sprintf("device: fb\nmodel: %s\nstate_dir: %s\nlisten: %s\nbroker: embedded\nembedded_broker: {address: %s}\nstats_interval: 300ms\n"+
+	yaml := fmt.Sprintf("device: fb\nmodel: %s\nstate_dir: %s\nlisten: %s\nbroker: embedded\nembedded_broker: {address: %s}\nstats_interval: 1s\n"+
 		"cameras:\n  - name: bench1\n    source: file://%s?loop=true\n    interval: 200ms\n    decision: {threshold: 0.01, k: 1, n: 1}\n",
 		ckpt, filepath.Join(dir, "state"), httpAddr, brokerAddr, video)
 	cfg, err := ParseConfig("fb.yaml", []byte(yaml))

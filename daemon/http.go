@@ -26,9 +26,12 @@ func (d *Daemon) serveHTTP() (*http.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", d.cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if !IsLoopback(d.cfg.Listen) && d.auth == nil {
+		d.log.Warn("the HTTP server (status page, snapshots, metrics) is reachable from the network without authentication: set http_auth.token_file or basic_auth_file", "listen", d.cfg.Listen)
+	}
+	srv := &http.Server{Handler: d.auth.wrap(mux), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
-	d.log.Info("status page", "url", "http://"+ln.Addr().String()+"/")
+	d.log.Info("status page", "url", "http://"+ln.Addr().String()+"/", "auth", d.auth != nil)
 	return srv, nil
 }
 
@@ -41,6 +44,10 @@ type readiness struct {
 	Broker         bool                     `json:"broker_connected"`
 	Cameras        map[string]vision.Status `json:"cameras"`
 	Reload         string                   `json:"last_reload_error,omitempty"`
+	// OutboxError is set while the outbox cannot be written: durable
+	// messages then wait in memory (OutboxPending).
+	OutboxError   string `json:"outbox_error,omitempty"`
+	OutboxPending int    `json:"outbox_pending_in_memory,omitempty"`
 }
 
 // readyz: ready when a model is loaded, the broker is connected and every
@@ -61,6 +68,10 @@ func (d *Daemon) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if e, ok := d.lastError.Load().(string); ok {
 		rd.Reload = e
+	}
+	if rd.OutboxError = d.pub.OutboxError(); rd.OutboxError != "" {
+		rd.Ready = false
+		rd.OutboxPending = d.pub.Pending()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if !rd.Ready {

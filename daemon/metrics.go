@@ -49,13 +49,19 @@ func (m *metrics) register(d *Daemon) {
 		func() float64 { return float64(d.pub.Outbox().Len()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_mqtt_connected", Help: "1 when the broker connection is up."},
 		func() float64 { return b2f(d.pub.Connected()) }))
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_mqtt_reconnects_total", Help: "Broker reconnect attempts."},
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_mqtt_reconnects_total", Help: "Broker connections re-established after a loss."},
 		func() float64 { return float64(d.pub.Reconnects()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_outbox_write_failures_total", Help: "Outbox writes that failed (a full or broken disk); the messages waited in memory."},
+		func() float64 { return float64(d.pub.OutboxWriteFailures()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_outbox_pending_in_memory", Help: "Durable messages held in memory because the outbox cannot be written."},
+		func() float64 { return float64(d.pub.Pending()) }))
 	for _, c := range d.cams {
 		src := c.src
 		l := prometheus.Labels{"camera": c.cfg.Name}
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_camera_reconnects_total", Help: "Camera reconnects.", ConstLabels: l},
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_camera_reconnects_total", Help: "Times the camera delivered frames again after losing them.", ConstLabels: l},
 			func() float64 { return float64(src.Status().Reconnects) }))
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_camera_connect_failures_total", Help: "Opens that failed, and connections lost before their first frame.", ConstLabels: l},
+			func() float64 { return float64(src.Status().ConnectFailures) }))
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "leafwatch_camera_frames_total", Help: "Frames captured.", ConstLabels: l},
 			func() float64 { return float64(src.Status().Frames) }))
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_camera_connected", Help: "1 when the camera delivers frames.", ConstLabels: l},

@@ -35,3 +35,12 @@ func watchdogInterval() time.Duration {
 	}
 	return time.Duration(us) * time.Microsecond
 }
+
+// livenessPeriod is how often an idle camera loop shows it is alive: well
+// inside the watchdog's half-interval that the daemon checks against.
+func livenessPeriod() time.Duration {
+	if iv := watchdogInterval(); iv > 0 {
+		return min(time.Second, iv/6)
+	}
+	return time.Second
+}

@@ -3,10 +3,13 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -195,4 +198,154 @@ func queuedAlerts(dir string) int {
 		}
 	}
 	return n
+}
+
+// processRig writes a config for a daemon process against broker b.
+func processRig(t *testing.T, b *mqtttest.Mosquitto, class int, extra string) (cfgPath, ckpt, httpAddr string) {
+	t.Helper()
+	dir := t.TempDir()
+	ckpt = filepath.Join(dir, "model.safetensors")
+	writeConstantModel(t, ckpt, class)
+	video := filepath.Join(dir, "bench.avi")
+	writeTestVideo(t, video, 10)
+	httpAddr = freeAddr(t)
+	cfgPath = filepath.Join(dir, "leafwatchd.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`device: proc
+model: %s
+state_dir: %s
+listen: %s
+broker: %s
+reload_min_interval: 0s
+mqtt: {keepalive: 2s, max_reconnect_interval: 500ms, discovery: {enabled: false}}
+%scameras:
+  - name: bench1
+    source: file://%s?loop=true
+    interval: 300ms
+    decision: {threshold: 0.5, k: 2, n: 3, cooldown: 1ms}
+`, ckpt, filepath.Join(dir, "state"), httpAddr, b.URL(), extra, video)), 0o644)
+	return cfgPath, ckpt, httpAddr
+}
+
+// TestAlertSurvivesKill9: kill -9 during an alert, restart: the alert goes
+// on under its event id (no second start for the same disease), and its
+// end, when the leaves are healthy again, carries the same id.
+func TestAlertSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full AlexNet in -short mode")
+	}
+	b := mqtttest.StartMosquitto(t)
+	cfgPath, ckpt, _ := processRig(t, b, 0, "")
+	alerts := "leafwatch/proc/bench1/alert"
+	sub := mqtttest.NewSubscriber(t, b.URL(), "kill9-watch", true, alerts)
+	d := startDaemon(t, cfgPath)
+	mqtttest.WaitFor(t, 90*time.Second, "the alert start", func() bool { return len(sub.On(alerts)) >= 1 })
+	var first mqtt.Alert
+	json.Unmarshal([]byte(sub.On(alerts)[0]), &first)
+	d.Process.Kill() // kill -9
+	d.Wait()
+
+	d2 := startDaemon(t, cfgPath)
+	time.Sleep(4 * time.Second) // Late blight goes on: no new start may come
+	writeConstantModel(t, ckpt, 3)
+	d2.Process.Signal(syscall.SIGHUP)
+	mqtttest.WaitFor(t, 90*time.Second, "the alert's end", func() bool {
+		for _, s := range sub.On(alerts) {
+			if strings.Contains(s, `"phase":"end"`) {
+				return true
+			}
+		}
+		return false
+	})
+	stopDaemon(t, d2)
+	var events []string
+	for _, s := range sub.On(alerts) {
+		var a mqtt.Alert
+		json.Unmarshal([]byte(s), &a)
+		events = append(events, a.Phase+":"+a.EventID)
+	}
+	want := []string{"start:" + first.EventID, "end:" + first.EventID}
+	if strings.Join(dedupe(events), ",") != strings.Join(want, ",") {
+		t.Fatalf("events %v, want %v", events, want)
+	}
+	t.Logf("after kill -9 the alert went on and ended under %s", first.EventID)
+}
+
+func dedupe(s []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// rssKB reads a process's resident set size.
+func rssKB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			var kb int
+			fmt.Sscan(f[1], &kb)
+			return kb
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// metricValue reads one sample from a daemon's /metrics.
+func metricValue(addr, name string) float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + name + ` ([0-9.e+]+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	var v float64
+	fmt.Sscan(string(m[1]), &v)
+	return v
+}
+
+// TestRSSAfterReloads: ten model reloads under load leave the daemon's
+// resident memory within 10% of its steady state (old weights are released
+// at once, not kept two or three times over).
+func TestRSSAfterReloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full AlexNet in -short mode")
+	}
+	if raceEnabled {
+		t.Skip("the race detector's shadow memory makes RSS meaningless; make test runs this test without -race")
+	}
+	b := mqtttest.StartMosquitto(t)
+	cfgPath, ckpt, httpAddr := processRig(t, b, 0, "")
+	d := startDaemon(t, cfgPath)
+	mqtttest.WaitFor(t, 60*time.Second, "samples", func() bool { return metricValue(httpAddr, `leafwatch_frames_classified_total{camera="bench1"}`) >= 5 })
+	time.Sleep(2 * time.Second)
+	steady := rssKB(t, d.Process.Pid)
+	for i := 1; i <= 10; i++ {
+		writeConstantModel(t, ckpt, i%4)
+		d.Process.Signal(syscall.SIGHUP)
+		mqtttest.WaitFor(t, 60*time.Second, fmt.Sprintf("reload %d", i), func() bool {
+			return metricValue(httpAddr, "leafwatch_model_reloads_total") >= float64(i)
+		})
+	}
+	peak := rssKB(t, d.Process.Pid)
+	time.Sleep(3 * time.Second)
+	after := rssKB(t, d.Process.Pid)
+	t.Logf("RSS: steady %d MB, right after 10 reloads %d MB, 3 s later %d MB", steady>>10, peak>>10, after>>10)
+	stopDaemon(t, d)
+	if float64(after) > 1.10*float64(steady) {
+		t.Errorf("RSS %d MB after 10 reloads, steady state %d MB: more than 10%% above", after>>10, steady>>10)
+	}
 }

@@ -69,6 +69,10 @@ type Alert struct {
 	End        time.Time `json:"end,omitzero"`
 	Snapshot   string    `json:"snapshot,omitempty"` // path on the device
 	Model      string    `json:"model_version"`
+	// Reason says why an alert ended: "healthy" (k of n samples healthy
+	// again), "replaced" (another disease took over) or "stale" (the
+	// device was down too long to continue it after a restart).
+	Reason string `json:"reason,omitempty"`
 }
 
 // Stats is the periodic health message.

@@ -87,6 +87,7 @@ type Camera struct {
 	done     chan struct{}
 	readers  sync.WaitGroup // reading goroutines, which own their Mats
 	closed   atomic.Bool
+	started  atomic.Bool // Run was called (Close waits for it only then)
 }
 
 // NewCamera prepares a source; Run starts capturing.
@@ -201,6 +202,9 @@ func (c *Camera) publish(m *gocv.Mat, now time.Time, first, reconnect bool) {
 // Run captures until ctx ends, reconnecting as needed. It returns when the
 // source has ended (non-looping file/folder) or ctx is done.
 func (c *Camera) Run(ctx context.Context) {
+	if !c.started.CompareAndSwap(false, true) {
+		return // Run twice, or after Close
+	}
 	defer close(c.done)
 	backoff := c.MinBackoff
 	delivered := false // some connection has delivered frames before
@@ -258,7 +262,9 @@ func (c *Camera) countFailure() {
 // frame slot.
 func (c *Camera) Close() {
 	c.stopOnce.Do(func() {
-		<-c.done
+		if c.started.Swap(true) {
+			<-c.done // Run was started: wait for it (its ctx must be done)
+		}
 		// Wait for readers to release their Mats, but not for one stuck in
 		// an OpenCV call that never returns.
 		idle := make(chan struct{})

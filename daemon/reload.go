@@ -1,0 +1,206 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/gpu"
+	"github.com/leafwatch/leafwatch/mqtt"
+)
+
+// reloadState serialises model reloads, spaces them by
+// reload_min_interval and coalesces requests that wait.
+type reloadState struct {
+	gate     sync.Mutex // held for a whole reload
+	swap     sync.Mutex // held while the serving engine is replaced
+	mu       sync.Mutex // guards the fields below
+	started  uint64     // reloads begun
+	lastAt   time.Time  // when the last reload began (monotonic reading)
+	lastErr  error      // the outcome of the last reload
+	modelMod time.Time  // modification time of the file serving
+}
+
+// loadModel loads and fully checks the checkpoint, then swaps it in. On
+// any failure the current model keeps serving. At most the old and the new
+// model are held: the old engine is closed and its memory handed back
+// right after the swap.
+func (d *Daemon) loadModel() error {
+	st, err := os.Stat(d.cfg.Model)
+	if err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	m, err := model.Load(d.cfg.Model)
+	if err != nil {
+		return err
+	}
+	c, err := gpu.Select(m, d.cfg.Engine, model.Options{MaxBatch: 8}, d.log)
+	if err != nil {
+		return err
+	}
+	// A test inference proves the model runs before it replaces the old one.
+	probe := make([]float32, m.InputLen())
+	if _, err := c.Classify(context.Background(), probe, 1, 1); err != nil {
+		c.Close()
+		return fmt.Errorf("model %s: test inference failed: %w", d.cfg.Model, err)
+	}
+	d.reloads.swap.Lock()
+	old := d.clf.Swap(&engineBox{c})
+	d.reloads.swap.Unlock()
+	d.reloads.mu.Lock()
+	d.reloads.modelMod = st.ModTime()
+	d.reloads.mu.Unlock()
+	d.met.setModel(m.Meta.Version)
+	d.met.setEngine(c.Engine())
+	d.fallback.Store("")
+	if old == nil {
+		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "blas", model.BLASInfo())
+		if model.BLASCoreIsGeneric() {
+			d.log.Warn("OpenBLAS picked a generic CPU kernel; set OPENBLAS_CORETYPE (e.g. SkylakeX or Haswell) for 3-6x faster inference", "blas", model.BLASInfo())
+		}
+		return nil
+	}
+	prev := old.e.Model()
+	changed := !slices.Equal(prev.Meta.Labels, m.Meta.Labels)
+	d.log.Info("model reloaded", "path", d.cfg.Model, "version", m.Meta.Version, "previous", prev.Meta.Version)
+	if changed {
+		added, removed := labelDiff(prev.Meta.Labels, m.Meta.Labels)
+		d.log.Warn("THE MODEL'S CLASS SET CHANGED: labels in states and alerts change with it; dashboards keyed on labels need updating",
+			"classes_before", len(prev.Meta.Labels), "classes_now", len(m.Meta.Labels), "added", added, "removed", removed)
+	}
+	// Samples in flight finish on the old engine or get its "closed"
+	// error; nothing else refers to it once swapped.
+	old.e.Close()
+	old = nil
+	debug.FreeOSMemory()
+	if d.pub != nil {
+		d.publishModelInfo(changed)
+		if changed {
+			d.pub.RepublishDiscovery()
+		}
+	}
+	return nil
+}
+
+// labelDiff lists the labels only in b (added) and only in a (removed).
+func labelDiff(a, b []string) (added, removed []string) {
+	for _, l := range b {
+		if !slices.Contains(a, l) {
+			added = append(added, l)
+		}
+	}
+	for _, l := range a {
+		if !slices.Contains(b, l) {
+			removed = append(removed, l)
+		}
+	}
+	return added, removed
+}
+
+func (d *Daemon) publishModelInfo(labelsChanged bool) {
+	e := d.engine()
+	m := e.Model()
+	info := mqtt.ModelInfo{Version: m.Meta.Version, Variant: string(m.Spec.Variant), Labels: m.Meta.Labels, Engine: e.Engine(),
+		LabelsChanged: labelsChanged, Loaded: time.Now().UTC()}
+	if err := d.pub.ModelInfo(info); err != nil {
+		d.log.Error("model info not queued", "err", err)
+	}
+}
+
+// Reload reloads the model and reports the outcome in the log, metrics
+// and /readyz. Reloads run one at a time, at most one per
+// reload_min_interval; a request made while another waits or runs is
+// answered by the next reload that starts after it.
+func (d *Daemon) Reload(why string) error {
+	r := &d.reloads
+	r.mu.Lock()
+	asked := r.started
+	r.mu.Unlock()
+	r.gate.Lock()
+	defer r.gate.Unlock()
+	r.mu.Lock()
+	if r.started > asked {
+		// A reload began after this request was made: it read the newest
+		// file, and its outcome is this request's.
+		err := r.lastErr
+		r.mu.Unlock()
+		return err
+	}
+	wait := d.cfg.ReloadMinInterval - time.Since(r.lastAt)
+	r.mu.Unlock()
+	if !r.lastAt.IsZero() && wait > 0 {
+		d.log.Info("model reload waits for reload_min_interval", "trigger", why, "wait", wait.Round(time.Millisecond))
+		time.Sleep(wait)
+	}
+	r.mu.Lock()
+	r.started++
+	r.lastAt = time.Now()
+	r.mu.Unlock()
+	err := d.loadModel()
+	r.mu.Lock()
+	r.lastErr = err
+	r.mu.Unlock()
+	if err != nil {
+		d.met.reloadFail.Inc()
+		d.lastError.Store(err.Error())
+		d.log.Error("model reload refused; the previous model keeps serving", "trigger", why, "err", err)
+		return err
+	}
+	d.lastError.Store("")
+	d.met.reloadOK.Inc()
+	return nil
+}
+
+// watchModelFile reloads when the checkpoint's modification time changes
+// (checked every 5 s). A file that fails is not retried until it changes.
+func (d *Daemon) watchModelFile(ctx context.Context) {
+	every(ctx, 5*time.Second, func() bool {
+		st, err := os.Stat(d.cfg.Model)
+		if err != nil {
+			return true
+		}
+		d.reloads.mu.Lock()
+		changed := !st.ModTime().Equal(d.reloads.modelMod)
+		d.reloads.mu.Unlock()
+		if changed {
+			// Wait for a writer that is still copying before reading.
+			time.Sleep(time.Second)
+			if d.Reload("file changed") != nil {
+				d.reloads.mu.Lock()
+				d.reloads.modelMod = st.ModTime()
+				d.reloads.mu.Unlock()
+			}
+		}
+		return true
+	})
+}
+
+// fallBack replaces an engine that reported model.ErrEngineFailed (a CUDA
+// context lost to a sticky error) with the CPU engine for the same model,
+// so the daemon keeps classifying instead of failing every sample while the
+// watchdog is still fed. The next successful reload tries the configured
+// engine again. It reports whether the engine now serving differs from
+// failed.
+func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
+	d.reloads.swap.Lock()
+	defer d.reloads.swap.Unlock()
+	if d.engine() != failed {
+		return true // another sample or a reload already replaced it
+	}
+	m := failed.Model()
+	cpu := model.NewClassifier(m, model.Options{MaxBatch: 8})
+	d.clf.Store(&engineBox{cpu})
+	why := fmt.Sprintf("%s failed at %s (%v); serving on %s until the next model reload or restart",
+		failed.Engine(), time.Now().UTC().Format(time.RFC3339), cause, cpu.Engine())
+	d.fallback.Store(why)
+	d.met.engineFallbacks.Inc()
+	d.met.setEngine(cpu.Engine())
+	d.log.Error("inference engine failed; falling back to the CPU", "failed", failed.Engine(), "err", cause, "now", cpu.Engine())
+	go failed.Close()
+	return true
+}
