@@ -27,17 +27,17 @@ const (
 
 // Status is a snapshot of a source's health for /readyz and metrics.
 type Status struct {
-	URI        string    `json:"uri"` // passwords redacted
-	State      State     `json:"state"`
-	LastError  string    `json:"last_error,omitempty"`
-	Reconnects uint64    `json:"reconnects"` // connections that delivered frames again after a loss
+	URI        string `json:"uri"` // passwords redacted
+	State      State  `json:"state"`
+	LastError  string `json:"last_error,omitempty"`
+	Reconnects uint64 `json:"reconnects"` // connections that delivered frames again after a loss
 	// ConnectFailures counts opens that failed or connections lost before
 	// their first frame.
-	ConnectFailures uint64 `json:"connect_failures"`
-	Frames     uint64    `json:"frames"`
-	Skipped    uint64    `json:"skipped"` // unreadable images in a folder
-	LastFrame  time.Time `json:"last_frame"`
-	FPS        float64   `json:"fps"`
+	ConnectFailures uint64    `json:"connect_failures"`
+	Frames          uint64    `json:"frames"`
+	Skipped         uint64    `json:"skipped"` // unreadable images in a folder
+	LastFrame       time.Time `json:"last_frame"`
+	FPS             float64   `json:"fps"`
 	// Abandoned counts opens or reads that never returned and were left
 	// behind (OpenCV cannot cancel them); each holds a thread.
 	Abandoned uint64 `json:"abandoned"`

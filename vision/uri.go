@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -30,8 +30,8 @@ type SourceSpec struct {
 	URI string // as configured: may hold credentials, never logged
 	// Display is URI with passwords replaced: for logs, errors, status.
 	Display string
-	Kind   Kind
-	Target string // device path, file path, URL or pipeline
+	Kind    Kind
+	Target  string // device path, file path, URL or pipeline
 
 	Width, Height int     // requested capture size (0 = camera default)
 	FPS           float64 // requested/paced frame rate (0 = native)
