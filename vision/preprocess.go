@@ -74,14 +74,14 @@ func (t Tiling) Boxes(w, h int) []image.Rectangle {
 	return out
 }
 
-// Preprocessor turns BGR frames into NCHW float32 batches. It keeps its
+// Preprocessor turns BGR frames into NCHW float32 batches of the frame's
+// regions (Tiling), each through Prepare with a centred crop. It keeps its
 // buffers between frames, so the steady state allocates nothing; it is not
 // safe for concurrent use (one per camera).
 type Preprocessor struct {
 	p       Preprocess
 	tiling  Tiling
-	resized gocv.Mat
-	lut     [3][256]float32 // per RGB channel: (v/255 - mean)/std
+	scratch *Scratch
 	out     []float32
 	boxes   []image.Rectangle
 	size    image.Point
@@ -89,31 +89,33 @@ type Preprocessor struct {
 
 // NewPreprocessor validates the settings and prepares buffers.
 func NewPreprocessor(p Preprocess, t Tiling) (*Preprocessor, error) {
-	if p.InputSize < 8 {
-		return nil, fmt.Errorf("input size %d is too small", p.InputSize)
-	}
-	if p.Resize != 0 && p.Resize < p.InputSize {
-		return nil, fmt.Errorf("resize %d is smaller than the %d crop", p.Resize, p.InputSize)
-	}
-	for i, s := range p.Std {
-		if !(s > 0) {
-			return nil, fmt.Errorf("std[%d] = %v must be positive", i, s)
-		}
+	if err := p.Validate(); err != nil {
+		return nil, err
 	}
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
-	pp := &Preprocessor{p: p, tiling: t, resized: gocv.NewMat()}
-	for c := 0; c < 3; c++ {
-		for v := 0; v < 256; v++ {
-			pp.lut[c][v] = float32((float64(v)/255 - float64(p.Mean[c])) / float64(p.Std[c]))
+	return &Preprocessor{p: p, tiling: t, scratch: NewScratch()}, nil
+}
+
+// Validate checks a model's preprocessing metadata.
+func (p Preprocess) Validate() error {
+	if p.InputSize < 8 {
+		return fmt.Errorf("input size %d is too small", p.InputSize)
+	}
+	if p.Resize != 0 && p.Resize < p.InputSize {
+		return fmt.Errorf("resize %d is smaller than the %d crop", p.Resize, p.InputSize)
+	}
+	for i, s := range p.Std {
+		if !(s > 0) || math.IsInf(float64(s), 0) {
+			return fmt.Errorf("std[%d] = %v must be positive", i, s)
 		}
 	}
-	return pp, nil
+	return nil
 }
 
 // Close frees the OpenCV buffers.
-func (pp *Preprocessor) Close() { pp.resized.Close() }
+func (pp *Preprocessor) Close() { pp.scratch.Close() }
 
 // ImageLen is the number of floats per image in the batch.
 func (pp *Preprocessor) ImageLen() int { return 3 * pp.p.InputSize * pp.p.InputSize }
@@ -123,9 +125,6 @@ func (pp *Preprocessor) ImageLen() int { return 3 * pp.p.InputSize * pp.p.InputS
 func (pp *Preprocessor) Run(frame gocv.Mat) ([]float32, []image.Rectangle, error) {
 	if frame.Empty() {
 		return nil, nil, errors.New("empty frame")
-	}
-	if frame.Type() != gocv.MatTypeCV8UC3 {
-		return nil, nil, fmt.Errorf("frame type %v, want 8-bit BGR", frame.Type())
 	}
 	w, h := frame.Cols(), frame.Rows()
 	if (image.Point{w, h}) != pp.size {
@@ -138,50 +137,9 @@ func (pp *Preprocessor) Run(frame gocv.Mat) ([]float32, []image.Rectangle, error
 	il := pp.ImageLen()
 	out := pp.out[:len(pp.boxes)*il]
 	for i, b := range pp.boxes {
-		if err := pp.one(frame, b, out[i*il:(i+1)*il]); err != nil {
+		if err := Prepare(frame, b, pp.p, Centre, out[i*il:(i+1)*il], pp.scratch); err != nil {
 			return nil, nil, err
 		}
 	}
 	return out, pp.boxes, nil
-}
-
-// cropGeometry returns the resized size and the crop offset for a w×h region.
-func (p Preprocess) cropGeometry(w, h int) (rw, rh, x0, y0 int) {
-	s := p.InputSize
-	if p.Resize == 0 {
-		return s, s, 0, 0
-	}
-	if w <= h {
-		rw, rh = p.Resize, max(p.Resize, int(math.Round(float64(h)*float64(p.Resize)/float64(w))))
-	} else {
-		rw, rh = max(p.Resize, int(math.Round(float64(w)*float64(p.Resize)/float64(h)))), p.Resize
-	}
-	return rw, rh, (rw - s) / 2, (rh - s) / 2
-}
-
-func (pp *Preprocessor) one(frame gocv.Mat, box image.Rectangle, dst []float32) error {
-	roi := frame.Region(box)
-	defer roi.Close()
-	rw, rh, x0, y0 := pp.p.cropGeometry(box.Dx(), box.Dy())
-	gocv.Resize(roi, &pp.resized, image.Point{rw, rh}, 0, 0, gocv.InterpolationLinear)
-	data, err := pp.resized.DataPtrUint8()
-	if err != nil {
-		return fmt.Errorf("preprocess: %w", err)
-	}
-	step := pp.resized.Step()
-	s := pp.p.InputSize
-	plane := s * s
-	r, g, b := dst[:plane], dst[plane:2*plane], dst[2*plane:3*plane]
-	lr, lg, lb := &pp.lut[0], &pp.lut[1], &pp.lut[2]
-	for y := 0; y < s; y++ {
-		row := data[(y0+y)*step+x0*3 : (y0+y)*step+(x0+s)*3]
-		o := y * s
-		for x := 0; x < s; x++ {
-			px := row[x*3 : x*3+3 : x*3+3]
-			b[o+x] = lb[px[0]]
-			g[o+x] = lg[px[1]]
-			r[o+x] = lr[px[2]]
-		}
-	}
-	return nil
 }

@@ -36,35 +36,66 @@ func randomFrame(w, h int, seed uint64) gocv.Mat {
 	return m
 }
 
-// refPreprocess is the float64 reference: OpenCV's half-pixel-centre
-// bilinear resize of the region, centre crop, BGR→RGB, (v/255-mean)/std.
-func refPreprocess(frame gocv.Mat, box image.Rectangle, p Preprocess) []float64 {
-	rw, rh, x0, y0 := p.cropGeometry(box.Dx(), box.Dy())
-	sx := float64(box.Dx()) / float64(rw)
-	sy := float64(box.Dy()) / float64(rh)
+// refPreprocess is the float64 reference of Prepare, written from the
+// definitions: area averaging (each output pixel the mean of the source
+// area it covers, fractional pixels weighted) when shrinking, OpenCV's
+// half-pixel-centre bilinear when enlarging; crop, mirror, BGR→RGB,
+// (v/255-mean)/std.
+func refPreprocess(frame gocv.Mat, box image.Rectangle, p Preprocess, crop Crop) []float64 {
+	w, h := box.Dx(), box.Dy()
+	rw, rh := p.Geometry(w, h)
+	s := p.InputSize
+	x0, y0 := crop.X, crop.Y
+	if x0 < 0 {
+		x0 = (rw - s) / 2
+	}
+	if y0 < 0 {
+		y0 = (rh - s) / 2
+	}
 	px := func(x, y, c int) float64 {
-		x = min(max(x, 0), box.Dx()-1)
-		y = min(max(y, 0), box.Dy()-1)
+		x = min(max(x, 0), w-1)
+		y = min(max(y, 0), h-1)
 		return float64(frame.GetVecbAt(box.Min.Y+y, box.Min.X+x)[c])
 	}
-	s := p.InputSize
+	// weights returns, for output index o of n outputs over a source of
+	// length src, the source indices and weights that make it.
+	area := rw < w && rh < h
+	weights := func(o, n, src int) (idx []int, wt []float64) {
+		scale := float64(src) / float64(n)
+		if area {
+			lo, hi := float64(o)*scale, float64(o+1)*scale
+			for i := int(math.Floor(lo)); float64(i) < hi; i++ {
+				ov := math.Min(hi, float64(i+1)) - math.Max(lo, float64(i))
+				if ov > 1e-12 {
+					idx, wt = append(idx, i), append(wt, ov/scale)
+				}
+			}
+			return idx, wt
+		}
+		f := (float64(o)+0.5)*scale - 0.5
+		i := int(math.Floor(f))
+		a := f - float64(i)
+		if f < 0 {
+			i, a = 0, 0
+		}
+		return []int{i, i + 1}, []float64{1 - a, a}
+	}
 	out := make([]float64, 3*s*s)
 	for y := 0; y < s; y++ {
-		fy := (float64(y+y0)+0.5)*sy - 0.5
-		iy := int(math.Floor(fy))
-		wy := fy - float64(iy)
-		if fy < 0 {
-			iy, wy = 0, 0
-		}
+		yi, yw := weights(y+y0, rh, h)
 		for x := 0; x < s; x++ {
-			fx := (float64(x+x0)+0.5)*sx - 0.5
-			ix := int(math.Floor(fx))
-			wx := fx - float64(ix)
-			if fx < 0 {
-				ix, wx = 0, 0
+			sx := x + x0
+			if crop.Mirror {
+				sx = x0 + s - 1 - x
 			}
+			xi, xw := weights(sx, rw, w)
 			for c := 0; c < 3; c++ {
-				v := (1-wy)*((1-wx)*px(ix, iy, c)+wx*px(ix+1, iy, c)) + wy*((1-wx)*px(ix, iy+1, c)+wx*px(ix+1, iy+1, c))
+				v := 0.0
+				for a, iy := range yi {
+					for b, ix := range xi {
+						v += yw[a] * xw[b] * px(ix, iy, c)
+					}
+				}
 				rgb := 2 - c
 				out[rgb*s*s+y*s+x] = (v/255 - float64(p.Mean[rgb])) / float64(p.Std[rgb])
 			}
@@ -86,6 +117,8 @@ func TestPreprocessMatchesFloat64Reference(t *testing.T) {
 		{"crop-portrait", 300, 500, imagenet, Tiling{}},
 		{"whole-frame", 640, 360, Preprocess{InputSize: 227, Mean: [3]float32{0.48, 0.46, 0.41}, Std: [3]float32{1.0 / 255, 1.0 / 255, 1.0 / 255}}, Tiling{}},
 		{"tiled", 800, 450, imagenet, Tiling{Rows: 2, Cols: 2, Overlap: 0.25, Full: true}},
+		{"large-frame", 1920, 1080, imagenet, Tiling{}},
+		{"enlarge", 160, 120, imagenet, Tiling{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,7 +139,7 @@ func TestPreprocessMatchesFloat64Reference(t *testing.T) {
 			}
 			level := 1 / 255.0 / float64(min(tc.p.Std[0], tc.p.Std[1], tc.p.Std[2]))
 			for i, b := range boxes {
-				want := refPreprocess(frame, b, tc.p)
+				want := refPreprocess(frame, b, tc.p, Centre)
 				var worst, sum float64
 				for j, v := range want {
 					d := math.Abs(float64(batch[i*il+j]) - v)
@@ -120,6 +153,92 @@ func TestPreprocessMatchesFloat64Reference(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPrepareCropsAndMirrors: training's random crops and mirrors are
+// Prepare's, checked against the reference.
+func TestPrepareCropsAndMirrors(t *testing.T) {
+	frame := randomFrame(500, 375, 4)
+	defer frame.Close()
+	sc := NewScratch()
+	defer sc.Close()
+	dst := make([]float32, 3*224*224)
+	level := 1 / 255.0 / 0.225
+	for _, crop := range []Crop{{X: 0, Y: 0}, {X: 117, Y: 32, Mirror: true}, {X: -1, Y: -1, Mirror: true}} {
+		if err := Prepare(frame, image.Rect(0, 0, 500, 375), imagenet, crop, dst, sc); err != nil {
+			t.Fatal(err)
+		}
+		want := refPreprocess(frame, image.Rect(0, 0, 500, 375), imagenet, crop)
+		worst := 0.0
+		for j, v := range want {
+			worst = max(worst, math.Abs(float64(dst[j])-v))
+		}
+		if worst > 1.5*level {
+			t.Errorf("crop %+v: max diff %.2f levels", crop, worst/level)
+		}
+	}
+	if err := Prepare(frame, image.Rect(0, 0, 500, 375), imagenet, Crop{X: 200}, dst, sc); err == nil {
+		t.Error("a crop outside the resized region was accepted")
+	}
+}
+
+// TestAreaResizeKeepsSmallLesions measures why Prepare shrinks by area:
+// dark lesions 2 px wide on a green 1920×1080 leaf, shrunk to 256 high (a
+// factor of 4.2). A single bilinear step reads 2 of every 4.2 source pixels
+// per axis: it shows a lesion at full strength or not at all, depending on
+// where it falls. Area averaging shows every lesion, weaker.
+func TestAreaResizeKeepsSmallLesions(t *testing.T) {
+	const W, H, r = 1920, 1080, 1
+	data := make([]byte, W*H*3)
+	for i := 0; i < W*H; i++ {
+		data[i*3], data[i*3+1], data[i*3+2] = 40, 150, 60 // BGR leaf green
+	}
+	type spot struct{ x, y int }
+	var spots []spot
+	for y := 37; y < H-10; y += 71 {
+		for x := 23; x < W-10; x += 97 {
+			spots = append(spots, spot{x, y})
+			for dy := -r; dy < r; dy++ {
+				for dx := -r; dx < r; dx++ {
+					o := ((y+dy)*W + x + dx) * 3
+					data[o], data[o+1], data[o+2] = 20, 40, 60 // brown-black lesion
+				}
+			}
+		}
+	}
+	frame, _ := gocv.NewMatFromBytes(H, W, gocv.MatTypeCV8UC3, data)
+	defer frame.Close()
+	// visible is the share of lesions that stand out by at least 8 green
+	// levels in the shrunk image; mean is their average contrast.
+	measure := func(interp gocv.InterpolationFlags) (visible, mean float64) {
+		small := gocv.NewMat()
+		defer small.Close()
+		rw, rh := imagenet.Geometry(W, H)
+		gocv.Resize(frame, &small, image.Point{rw, rh}, 0, 0, interp)
+		seen := 0
+		for _, s := range spots {
+			x, y := s.x*rw/W, s.y*rh/H
+			best := 0.0
+			for dy := -1; dy <= 1; dy++ {
+				for dx := -1; dx <= 1; dx++ {
+					g := float64(small.GetVecbAt(min(max(y+dy, 0), rh-1), min(max(x+dx, 0), rw-1))[1])
+					best = max(best, 150-g) // how much darker than the leaf
+				}
+			}
+			mean += best
+			if best >= 8 {
+				seen++
+			}
+		}
+		return float64(seen) / float64(len(spots)), mean / float64(len(spots))
+	}
+	av, am := measure(Interpolation(W, H, 455, 256))
+	lv, lm := measure(gocv.InterpolationLinear)
+	t.Logf("2-px lesions after 1920x1080 → 455x256 (%d lesions): area shows %.0f%% (mean contrast %.1f green levels), single bilinear %.0f%% (mean %.1f)",
+		len(spots), 100*av, am, 100*lv, lm)
+	if av < 0.99 || lv > 0.8*av {
+		t.Errorf("area shows %.0f%% of the lesions, bilinear %.0f%%", 100*av, 100*lv)
 	}
 }
 
