@@ -39,7 +39,7 @@ func (d *Daemon) loadModel() error {
 	if err != nil {
 		return err
 	}
-	c, err := gpu.Select(m, d.cfg.Engine, model.Options{MaxBatch: 8}, d.log)
+	c, err := gpu.Select(m, d.cfg.Engine, model.Options{MaxBatch: model.DefaultMaxBatch}, d.log)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 		return true // another sample or a reload already replaced it
 	}
 	m := failed.Model()
-	cpu := model.NewClassifier(m, model.Options{MaxBatch: 8})
+	cpu := model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
 	d.clf.Store(&engineBox{cpu})
 	why := fmt.Sprintf("%s failed at %s (%v); serving on %s until the next model reload or restart",
 		failed.Engine(), time.Now().UTC().Format(time.RFC3339), cause, cpu.Engine())

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -108,7 +109,21 @@ func (v F32View) Data() []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(&v.data[0])), len(v.data)*4)
 }
 
+// checkLabels is what Load demands of labels; Save demands it too, so no
+// command writes a checkpoint that cannot be read back.
+func checkLabels(labels []string) error {
+	for i, l := range labels {
+		if strings.TrimSpace(l) == "" {
+			return fmt.Errorf("label %d is empty", i)
+		}
+	}
+	return nil
+}
+
 func (m *Model) headerMetadata() (map[string]string, error) {
+	if err := checkLabels(m.Meta.Labels); err != nil {
+		return nil, err
+	}
 	labels, err := json.Marshal(m.Meta.Labels)
 	if err != nil {
 		return nil, err
@@ -390,10 +405,8 @@ func parseHeaderMetadata(md map[string]string) (Metadata, error) {
 	if err := json.Unmarshal([]byte(md["labels"]), &meta.Labels); err != nil {
 		return Metadata{}, fmt.Errorf("labels: %v", err)
 	}
-	for i, l := range meta.Labels {
-		if l == "" {
-			return Metadata{}, fmt.Errorf("label %d is empty", i)
-		}
+	if err := checkLabels(meta.Labels); err != nil {
+		return Metadata{}, err
 	}
 	if meta.InputSize, err = strconv.Atoi(md["input_size"]); err != nil {
 		return Metadata{}, fmt.Errorf("input_size %q: %v", md["input_size"], err)

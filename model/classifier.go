@@ -23,10 +23,15 @@ type Prediction struct {
 // Best is the most probable class.
 func (p Prediction) Best() Scored { return p.Top[0] }
 
+// DefaultMaxBatch is the batch limit leafwatchd and finetune predict use.
+// Results depend (in the last bits) on how a request is split, so tools
+// that must match the daemon use the same limit.
+const DefaultMaxBatch = 8
+
 // Options tune a Classifier.
 type Options struct {
 	// MaxBatch is the most images one runner processes at once; larger
-	// requests are split. Default 8.
+	// requests are split. Default DefaultMaxBatch.
 	MaxBatch int
 	// Workers is how many inferences may run at the same time, each with
 	// its own activation buffers (the weights are shared). Default 1:
@@ -47,7 +52,7 @@ type Classifier struct {
 // NewClassifier prepares inference on m.
 func NewClassifier(m *Model, opt Options) *Classifier {
 	if opt.MaxBatch <= 0 {
-		opt.MaxBatch = 8
+		opt.MaxBatch = DefaultMaxBatch
 	}
 	if opt.Workers <= 0 {
 		opt.Workers = 1

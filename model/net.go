@@ -43,6 +43,9 @@ type Model struct {
 	Spec   Spec
 	Meta   Metadata
 	Params map[string]*Tensor
+	// Notes are what an importer changed that its user should hear (not
+	// saved with the checkpoint).
+	Notes []string
 
 	shapes []Shape3
 }

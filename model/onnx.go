@@ -207,9 +207,10 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 	var lrns []Layer
 	var pools []Layer
 	cur := ""
+	var declared []onnxDim
 	for _, in := range om.Graph.Inputs {
 		if inits[in.Name] == nil {
-			cur = in.Name
+			cur, declared = in.Name, in.Shape
 			break
 		}
 	}
@@ -397,7 +398,18 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 		// Caffe models take BGR; Leafwatch feeds RGB: flip conv1's input channels.
 		flipInputChannels(params["features.0.weight"])
 	}
-	return New(spec, params, meta)
+	m, err := New(spec, params, meta)
+	if err != nil {
+		return nil, err
+	}
+	if len(declared) == 4 && declared[2].Value > 0 && int(declared[2].Value) != spec.InputSize {
+		// The model zoo's bvlcalexnet declares 224×224 and pads its pools
+		// at the end to reach 6×6; Caffe's own AlexNet, which Leafwatch
+		// runs, takes 227×227 and gets there with ceil-mode pools.
+		m.Notes = append(m.Notes, fmt.Sprintf("the ONNX graph declares a %d×%d input; Leafwatch's %s AlexNet runs these weights at %d×%d (the checkpoint's input size), so outputs differ slightly from an ONNX runtime fed %d×%d",
+			declared[2].Value, declared[3].Value, v, spec.InputSize, spec.InputSize, declared[2].Value, declared[3].Value))
+	}
+	return m, nil
 }
 
 func first64(v []int64) int64 {

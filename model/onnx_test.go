@@ -201,3 +201,52 @@ func TestONNXRefusesMismatchedLRNAndPool(t *testing.T) {
 		}
 	}
 }
+
+// TestONNXImportSaysWhenInputSizeChanges: the model zoo's bvlcalexnet
+// declares a 224×224 input; the checkpoint runs the weights at 227×227 and
+// the importer says so. A graph declaring the model's own size gets no note.
+func TestONNXImportSaysWhenInputSizeChanges(t *testing.T) {
+	m, _ := NewRandom(BVLC, 5, 2)
+	om, err := parseONNX(must(m.ExportONNX()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	graph := func(side int) []byte {
+		var g pbuf
+		for _, n := range om.Graph.Nodes {
+			var attrs [][]byte
+			for name, a := range n.Attrs {
+				switch a.Kind {
+				case 1:
+					attrs = append(attrs, attrFloat(name, a.F))
+				case 2:
+					attrs = append(attrs, attrInt(name, a.I))
+				case 7:
+					attrs = append(attrs, attrInts(name, a.Ints...))
+				}
+			}
+			g = g.bytes(1, nodePB(n.Op, n.Name, n.Inputs, n.Outputs, attrs...))
+		}
+		for _, it := range om.Graph.Inits {
+			var p pbuf
+			g = g.bytes(5, p.packedInts(1, it.Dims).varint(2, 1).str(8, it.Name).bytes(9, it.Raw))
+		}
+		g = g.bytes(11, valueInfoPB("input", "N", 3, side, side))
+		var mp, opset pbuf
+		return mp.varint(1, 7).bytes(8, opset.str(1, "").varint(2, 13)).bytes(7, g)
+	}
+	zoo, err := DecodeONNX(graph(224), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zoo.Spec.InputSize != 227 || len(zoo.Notes) != 1 || !strings.Contains(zoo.Notes[0], "224×224") || !strings.Contains(zoo.Notes[0], "227×227") {
+		t.Errorf("input %d, notes %q", zoo.Spec.InputSize, zoo.Notes)
+	}
+	own, err := DecodeONNX(graph(227), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(own.Notes) != 0 {
+		t.Errorf("notes for a 227×227 graph: %q", own.Notes)
+	}
+}

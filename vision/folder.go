@@ -58,15 +58,12 @@ func (r *folderReader) Read(dst *gocv.Mat) error {
 		}
 		f := r.files[r.i]
 		r.i++
-		m := gocv.IMRead(f, gocv.IMReadColor)
-		if !m.Empty() {
-			m.CopyTo(dst)
-			m.Close()
+		err := ReadImage(f, dst)
+		if err == nil {
 			return nil
 		}
-		m.Close()
 		r.skip()
-		r.log.Warn("skipping unreadable image", "file", f)
+		r.log.Warn("skipping unreadable image", "file", f, "err", err)
 		if bad++; bad >= len(r.files) {
 			return errPermanent{fmt.Errorf("no image in the folder can be read")}
 		}

@@ -9,6 +9,11 @@ import (
 	"gocv.io/x/gocv"
 )
 
+// PrepareVersion changes whenever Prepare would turn the same image into
+// different numbers; caches of prepared images (finetune's feature cache)
+// include it in their key.
+const PrepareVersion = 2
+
 // Crop says which part of the resized region becomes the model input, and
 // whether it is mirrored. The daemon and evaluation use Centre; training
 // draws random offsets within Preprocess.Geometry and a random mirror.

@@ -3,15 +3,14 @@ package train
 import (
 	"errors"
 	"fmt"
-	"image"
-	_ "image/jpeg"
-	_ "image/png"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/leafwatch/leafwatch/vision"
 )
 
 // Sample is one labelled image file.
@@ -26,7 +25,7 @@ type Dataset struct {
 	Classes []string // sorted once; saved in the checkpoint
 	Train   []Sample
 	Val     []Sample
-	Skipped []string // unreadable files, with the reason
+	Skipped []string // files left out, with the reason
 }
 
 var imageExt = map[string]bool{".jpg": true, ".jpeg": true, ".png": true, ".bmp": true}
@@ -114,8 +113,9 @@ func classFolders(root string) ([]string, error) {
 	return classes, nil
 }
 
-// scan lists the images of each class folder under dir. Files that are not
-// decodable images are recorded in Skipped and left out.
+// scan lists the images of each class folder under dir. Every other file —
+// not an image by name, empty, truncated, damaged, too small — is recorded
+// in Skipped with the reason and left out.
 func (d *Dataset) scan(dir string, classes []string, requireEach bool) ([]Sample, error) {
 	var out []Sample
 	var empty []string
@@ -130,10 +130,15 @@ func (d *Dataset) scan(dir string, classes []string, requireEach bool) ([]Sample
 		}
 		n := 0
 		for _, de := range des {
-			if de.IsDir() || !imageExt[strings.ToLower(filepath.Ext(de.Name()))] {
+			p := filepath.Join(cdir, de.Name())
+			if de.IsDir() {
+				d.Skipped = append(d.Skipped, fmt.Sprintf("%s: a folder inside a class folder (not searched)", p))
 				continue
 			}
-			p := filepath.Join(cdir, de.Name())
+			if !imageExt[strings.ToLower(filepath.Ext(de.Name()))] {
+				d.Skipped = append(d.Skipped, fmt.Sprintf("%s: not an image file by its name (accepted: .jpg, .jpeg, .png, .bmp)", p))
+				continue
+			}
 			if err := checkImage(p); err != nil {
 				d.Skipped = append(d.Skipped, fmt.Sprintf("%s: %v", p, err))
 				continue
@@ -152,22 +157,15 @@ func (d *Dataset) scan(dir string, classes []string, requireEach bool) ([]Sample
 	return out, nil
 }
 
-// checkImage decodes just the header: cheap, and catches files that are
-// not images or are cut off early.
+// checkImage reads the file and walks its structure (vision.CheckImage):
+// no decode, yet it catches empty, damaged and truncated files, which a
+// decoder would turn into half-grey training images.
 func checkImage(p string) error {
-	f, err := os.Open(p)
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	cfg, _, err := image.DecodeConfig(f)
-	if err != nil {
-		return fmt.Errorf("not a readable image: %v", err)
-	}
-	if cfg.Width < 8 || cfg.Height < 8 {
-		return fmt.Errorf("image is only %dx%d", cfg.Width, cfg.Height)
-	}
-	return nil
+	return vision.CheckImage(b)
 }
 
 // ClassCounts returns how many training images each class has.

@@ -8,69 +8,72 @@ import (
 	"sync"
 
 	"gocv.io/x/gocv"
+
+	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/vision"
 )
 
-// Augment describes how an image becomes model input.
+// Augment describes how an image becomes model input: always through
+// vision.Prepare, the preprocessing leafwatchd serves with.
 type Augment struct {
-	Resize, Crop int // shorter side, then a square crop
-	Mean, Std    [3]float32
-	Random       bool // random crop and mirror (training); else centre crop
-	Mirror       bool // centre crop, mirrored (for cached features)
+	Prep   vision.Preprocess
+	Random bool // random crop offset and mirror (training); else centred
+	Mirror bool // centred and mirrored (the second cached feature)
 }
 
-// loadImage decodes path into dst (3×Crop×Crop, normalised RGB).
-func loadImage(path string, a Augment, rng *rand.Rand, dst []float32) error {
-	img := gocv.IMRead(path, gocv.IMReadColor)
-	defer img.Close()
-	if img.Empty() {
-		return fmt.Errorf("%s: cannot be decoded", path)
+// PreprocessOf is a checkpoint's preprocessing, as leafwatchd applies it.
+func PreprocessOf(md model.Metadata) vision.Preprocess {
+	return vision.Preprocess{InputSize: md.InputSize, Resize: md.Resize, Mean: md.Mean, Std: md.Std}
+}
+
+// imageLoader decodes and prepares images; one per goroutine.
+type imageLoader struct {
+	img     gocv.Mat
+	scratch *vision.Scratch
+}
+
+func newImageLoader() *imageLoader {
+	return &imageLoader{img: gocv.NewMat(), scratch: vision.NewScratch()}
+}
+
+func (l *imageLoader) close() {
+	l.img.Close()
+	l.scratch.Close()
+}
+
+// load decodes path into dst (3×InputSize² normalised RGB). Training draws
+// the crop offset within the resized image and the mirror from rng.
+func (l *imageLoader) load(path string, a Augment, rng *rand.Rand, dst []float32) error {
+	if err := vision.ReadImage(path, &l.img); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	w, h := img.Cols(), img.Rows()
-	rw, rh := a.Resize, a.Resize
-	if w < h {
-		rh = max(a.Resize, int(float64(h)*float64(a.Resize)/float64(w)+0.5))
-	} else {
-		rw = max(a.Resize, int(float64(w)*float64(a.Resize)/float64(h)+0.5))
-	}
-	res := gocv.NewMat()
-	defer res.Close()
-	interp := gocv.InterpolationArea
-	if rw > w {
-		interp = gocv.InterpolationLinear
-	}
-	gocv.Resize(img, &res, image.Pt(rw, rh), 0, 0, interp)
-	x0, y0 := (rw-a.Crop)/2, (rh-a.Crop)/2
-	mirror := a.Mirror
+	w, h := l.img.Cols(), l.img.Rows()
+	crop := vision.Centre
+	crop.Mirror = a.Mirror
 	if a.Random {
-		x0, y0 = rng.IntN(rw-a.Crop+1), rng.IntN(rh-a.Crop+1)
-		mirror = rng.IntN(2) == 1
+		rw, rh := a.Prep.Geometry(w, h)
+		s := a.Prep.InputSize
+		crop = vision.Crop{X: rng.IntN(rw - s + 1), Y: rng.IntN(rh - s + 1), Mirror: rng.IntN(2) == 1}
 	}
-	data, err := res.DataPtrUint8()
-	if err != nil {
-		return err
-	}
-	step, s := res.Step(), a.Crop
-	var lut [3][256]float32
-	for c := 0; c < 3; c++ {
-		for v := 0; v < 256; v++ {
-			lut[c][v] = (float32(v)/255 - a.Mean[c]) / a.Std[c]
-		}
-	}
-	for y := 0; y < s; y++ {
-		row := data[(y0+y)*step:]
-		for x := 0; x < s; x++ {
-			sx := x0 + x
-			if mirror {
-				sx = x0 + s - 1 - x
-			}
-			px := row[sx*3 : sx*3+3]
-			o := y*s + x
-			dst[o] = lut[0][px[2]]
-			dst[s*s+o] = lut[1][px[1]]
-			dst[2*s*s+o] = lut[2][px[0]]
-		}
+	if err := vision.Prepare(l.img, image.Rect(0, 0, w, h), a.Prep, crop, dst, l.scratch); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// PrepareFile prepares one file as training's loader does: centred, or
+// with a random crop and mirror drawn from rng when a.Random.
+func PrepareFile(path string, a Augment, rng *rand.Rand) ([]float32, error) {
+	if a.Random && rng == nil {
+		return nil, fmt.Errorf("PrepareFile: random augmentation needs an RNG")
+	}
+	l := newImageLoader()
+	defer l.close()
+	dst := make([]float32, 3*a.Prep.InputSize*a.Prep.InputSize)
+	if err := l.load(path, a, rng, dst); err != nil {
+		return nil, err
+	}
+	return dst, nil
 }
 
 // batch is a decoded batch; images that failed to decode are left out and
@@ -79,17 +82,19 @@ type batch struct {
 	x      []float32
 	labels []int
 	bad    []string
+	err    error // reading cached features failed
 }
 
-// batches decodes the samples in order, in parallel, and yields batches in
-// order. Each image's augmentation draws from an RNG seeded by (seed,
-// epoch, position), so results do not depend on goroutine timing.
-func batches(ctx context.Context, samples []Sample, order []int, bs, workers int, a Augment, seed uint64, epoch int) <-chan *batch {
+// batches decodes the samples in order from position skip on, in
+// parallel, and yields batches in order. Each image's augmentation draws
+// from an RNG seeded by (seed, epoch, position in the epoch), so results do
+// not depend on goroutine timing or on where a resumed run starts.
+func batches(ctx context.Context, samples []Sample, order []int, skip, bs, workers int, a Augment, seed uint64, epoch int) <-chan *batch {
 	type job struct {
 		start int
 		out   chan *batch
 	}
-	il := 3 * a.Crop * a.Crop
+	il := 3 * a.Prep.InputSize * a.Prep.InputSize
 	jobs := make(chan job)
 	ordered := make(chan chan *batch, workers*2)
 	out := make(chan *batch)
@@ -98,6 +103,8 @@ func batches(ctx context.Context, samples []Sample, order []int, bs, workers int
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			l := newImageLoader()
+			defer l.close()
 			for j := range jobs {
 				end := min(j.start+bs, len(order))
 				b := &batch{x: make([]float32, 0, (end-j.start)*il)}
@@ -105,7 +112,7 @@ func batches(ctx context.Context, samples []Sample, order []int, bs, workers int
 				for i := j.start; i < end; i++ {
 					s := samples[order[i]]
 					rng := rand.New(rand.NewPCG(seed^0xa11a, uint64(epoch)<<32|uint64(i)))
-					if err := loadImage(s.Path, a, rng, img); err != nil {
+					if err := l.load(s.Path, a, rng, img); err != nil {
 						b.bad = append(b.bad, err.Error())
 						continue
 					}
@@ -119,7 +126,7 @@ func batches(ctx context.Context, samples []Sample, order []int, bs, workers int
 	go func() {
 		defer close(ordered)
 		defer close(jobs)
-		for start := 0; start < len(order); start += bs {
+		for start := skip; start < len(order); start += bs {
 			ch := make(chan *batch, 1)
 			select {
 			case ordered <- ch:
@@ -148,10 +155,4 @@ func batches(ctx context.Context, samples []Sample, order []int, bs, workers int
 		wg.Wait()
 	}()
 	return out
-}
-
-// LoadImage decodes one image as the model wants it (centre crop).
-func LoadImage(path string, a Augment, dst []float32) error {
-	a.Random = false
-	return loadImage(path, a, nil, dst)
 }

@@ -11,6 +11,9 @@ import (
 type Confusion struct {
 	Classes []string
 	M       [][]int
+	// Skipped lists validation files that could not be read, with the
+	// reason; they are not counted.
+	Skipped []string
 }
 
 // NewConfusion makes an empty matrix.

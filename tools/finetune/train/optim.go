@@ -73,19 +73,25 @@ type Schedule struct {
 func (s Schedule) Validate() error {
 	switch s.Kind {
 	case "step":
-		if s.StepEvery <= 0 || s.Gamma <= 0 || s.Gamma > 1 {
+		if !(s.StepEvery > 0) || math.IsInf(s.StepEvery, 0) || !(s.Gamma > 0) || s.Gamma > 1 {
 			return fmt.Errorf("step schedule needs step_every > 0 and 0 < gamma ≤ 1")
 		}
 	case "cosine":
-		if s.Epochs <= 0 {
+		if !(s.Epochs > 0) || math.IsInf(s.Epochs, 0) {
 			return fmt.Errorf("cosine schedule needs the epoch count")
+		}
+		if !(s.MinLR >= 0) || s.MinLR >= s.Base {
+			return fmt.Errorf("cosine floor %v: must be ≥ 0 and below the learning rate %v", s.MinLR, s.Base)
 		}
 	case "constant":
 	default:
 		return fmt.Errorf("unknown schedule %q (step, cosine, constant)", s.Kind)
 	}
-	if !(s.Base > 0) || s.Warmup < 0 {
-		return fmt.Errorf("learning rate %v and warmup %v: need lr > 0, warmup ≥ 0", s.Base, s.Warmup)
+	if !(s.Base > 0) || math.IsInf(s.Base, 0) {
+		return fmt.Errorf("learning rate %v: must be a finite number > 0", s.Base)
+	}
+	if !(s.Warmup >= 0) || math.IsInf(s.Warmup, 0) {
+		return fmt.Errorf("warmup %v: must be a finite number of epochs ≥ 0", s.Warmup)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -43,6 +44,9 @@ type State struct {
 	History    []EpochLog `json:"history"`
 	Schedule   Schedule   `json:"schedule"`
 	Done       bool       `json:"done"`
+	// Flags are the settings the run was started with (finetune train's
+	// flag names); a resume restores them.
+	Flags map[string]string `json:"flags,omitempty"`
 }
 
 // SaveState writes weights, momentum and progress to one safetensors file,
@@ -83,6 +87,41 @@ func SaveState(path string, m *model.Model, opt *SGD, st State) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+// truncatedSafetensors reports whether b looks like the start of a longer
+// safetensors file, and how long that file would be.
+func truncatedSafetensors(b []byte) (int64, bool) {
+	if len(b) < 8 {
+		return 8, len(b) > 0
+	}
+	n := int64(binary.LittleEndian.Uint64(b))
+	if n < 2 || n > 100<<20 || b[8] != '{' {
+		return 0, false
+	}
+	if int64(len(b)) < 8+n {
+		return 8 + n, true
+	}
+	var hdr map[string]json.RawMessage
+	if json.Unmarshal(b[8:8+n], &hdr) != nil {
+		return 0, false
+	}
+	var end int64
+	for name, raw := range hdr {
+		if name == "__metadata__" {
+			continue
+		}
+		var t struct {
+			Offsets [2]int64 `json:"data_offsets"`
+		}
+		if json.Unmarshal(raw, &t) == nil {
+			end = max(end, t.Offsets[1])
+		}
+	}
+	if need := 8 + n + end; int64(len(b)) < need {
+		return need, true
+	}
+	return 0, false
+}
+
 // LoadState reads a training-state file.
 func LoadState(path string) (*model.Model, *SGD, State, error) {
 	var st State
@@ -92,6 +131,9 @@ func LoadState(path string) (*model.Model, *SGD, State, error) {
 	}
 	sf, err := safetensors.Deserialize(buf)
 	if err != nil {
+		if need, ok := truncatedSafetensors(buf); ok {
+			return nil, nil, st, fmt.Errorf("resume %s: the file is cut short (%d of %d bytes): it was not copied or written completely — copy it again", path, len(buf), need)
+		}
 		return nil, nil, st, fmt.Errorf("resume %s: not a training-state file: %v", path, err)
 	}
 	_, hdr, _ := safetensors.ReadMetadata(buf)

@@ -18,8 +18,24 @@ import (
 	"github.com/leafwatch/leafwatch/model/gpu"
 )
 
-// ErrInterrupted is returned when ctx ends a run; a resumable state was saved.
-var ErrInterrupted = errors.New("training interrupted; resume with --resume")
+// ErrInterrupted is returned when ctx ends a run. Everything done so far is
+// kept: the training state (state.safetensors) or the features cached so far.
+var ErrInterrupted = errors.New("interrupted")
+
+// Interrupted is the error Run returns when ctx ends it.
+type Interrupted struct {
+	State  string // the training state saved to resume from; "" if none yet
+	Detail string
+}
+
+func (e *Interrupted) Error() string {
+	if e.Detail == "" {
+		return ErrInterrupted.Error()
+	}
+	return ErrInterrupted.Error() + " " + e.Detail
+}
+
+func (e *Interrupted) Unwrap() error { return ErrInterrupted }
 
 // Config is one fine-tuning run.
 type Config struct {
@@ -43,12 +59,18 @@ type Config struct {
 	// CacheFeatures computes the frozen layers once per image (centre crop
 	// and its mirror) instead of every epoch. Needs TrainFrom ≥ fc6.
 	CacheFeatures bool
-	Balanced      bool
-	Patience      int // epochs without a better val macro-F1 before stopping; 0 = never
-	Workers       int
-	MaxSteps      int // stop (as if interrupted) after this many batches; for tests
+	// FeatureCacheDir keeps the cached features; default OUT/features.
+	FeatureCacheDir string
+	Balanced        bool
+	Patience        int // epochs without a better val macro-F1 before stopping; 0 = never
+	Workers         int
+	MaxSteps        int // stop (as if interrupted) after this many batches; for tests
 	// Engine is auto, cpu or cuda: where the training passes run.
 	Engine string
+
+	// Flags are the command-line settings that shaped the run, saved in
+	// the state so a resume continues with them (see finetune train).
+	Flags map[string]string
 
 	Out      string
 	Progress io.Writer
@@ -64,6 +86,31 @@ type Result struct {
 	Final     *model.Model
 	Confusion *Confusion
 }
+
+// Validate checks the numbers before any work starts.
+func (c Config) Validate() error {
+	if c.BatchSize < 1 || c.Epochs < 1 {
+		return fmt.Errorf("batch size %d and epochs %d must be positive", c.BatchSize, c.Epochs)
+	}
+	if err := c.Schedule.Validate(); err != nil {
+		return err
+	}
+	if !finite(c.Momentum) || c.Momentum < 0 || c.Momentum >= 1 {
+		return fmt.Errorf("momentum %v: must be 0 ≤ momentum < 1", c.Momentum)
+	}
+	if !finite(c.WeightDecay) || c.WeightDecay < 0 {
+		return fmt.Errorf("weight decay %v: must be a finite number ≥ 0", c.WeightDecay)
+	}
+	if !finite(c.NewLayerLRMult) || c.NewLayerLRMult < 0 {
+		return fmt.Errorf("new-layer learning-rate multiplier %v: must be a finite number ≥ 0", c.NewLayerLRMult)
+	}
+	if c.Patience < 0 {
+		return fmt.Errorf("patience %d: must be ≥ 0", c.Patience)
+	}
+	return nil
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // Trainer owns one run.
 type Trainer struct {
@@ -87,13 +134,10 @@ func NewTrainer(cfg Config, data *Dataset, m *model.Model, opt *SGD, st *State) 
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if cfg.BatchSize < 1 || cfg.Epochs < 1 {
-		return nil, fmt.Errorf("batch size %d and epochs %d must be positive", cfg.BatchSize, cfg.Epochs)
-	}
 	if cfg.Workers < 1 {
 		cfg.Workers = 2
 	}
-	if err := cfg.Schedule.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if len(data.Classes) != m.Spec.Classes {
@@ -137,12 +181,12 @@ func NewTrainer(cfg Config, data *Dataset, m *model.Model, opt *SGD, st *State) 
 	}
 	if st != nil {
 		t.st = *st
+		t.resumed(cfg)
 	} else {
-		t.st = State{Seed: cfg.Seed, Schedule: cfg.Schedule}
+		t.st = State{Seed: cfg.Seed, Schedule: cfg.Schedule, Flags: cfg.Flags}
 	}
 	t.cfg.Schedule = t.st.Schedule
-	md := m.Meta
-	t.aug = Augment{Resize: max(md.Resize, md.InputSize), Crop: md.InputSize, Mean: md.Mean, Std: md.Std, Random: true}
+	t.aug = Augment{Prep: PreprocessOf(m.Meta), Random: true}
 	if cfg.CacheFeatures {
 		firstFC := -1
 		for i, l := range m.Spec.Layers {
@@ -157,10 +201,6 @@ func NewTrainer(cfg Config, data *Dataset, m *model.Model, opt *SGD, st *State) 
 		t.from = first
 		for t.from > 0 && m.Spec.Layers[t.from-1].Kind == model.Dropout {
 			t.from-- // keep dropout in training
-		}
-		need := int64(2*len(data.Train)+len(data.Val)) * int64(m.ActLen(t.from)) * 4
-		if need > 4<<30 {
-			return nil, fmt.Errorf("--cache-features would need %d MB for %d images; train without it", need>>20, len(data.Train))
 		}
 	}
 	t.sess = m.NewTrainSession(cfg.BatchSize, nil)
@@ -183,8 +223,32 @@ func NewTrainer(cfg Config, data *Dataset, m *model.Model, opt *SGD, st *State) 
 	return t, nil
 }
 
-// Close releases the training device, if any.
+// resumed adapts a saved state to what may change on resume.
+func (t *Trainer) resumed(cfg Config) {
+	if cfg.Flags != nil {
+		t.st.Flags = cfg.Flags
+	}
+	// A cosine curve spans the run's epochs. Extending (or shortening) a
+	// run re-draws it over the new count from here on; the epochs already
+	// run keep the rates they had.
+	if s := &t.st.Schedule; s.Kind == "cosine" && s.Epochs != float64(cfg.Epochs) {
+		old := s.At(float64(t.st.Epoch))
+		s.Epochs = float64(cfg.Epochs)
+		t.log.Info("cosine schedule re-drawn over the new epoch count", "epochs", cfg.Epochs,
+			"lr_was", old, "lr_now", s.At(float64(t.st.Epoch)))
+	}
+	// Early stopping is judged with the patience given now.
+	if t.st.Done {
+		t.st.Done = cfg.Patience > 0 && t.st.BadEpochs >= cfg.Patience
+		if t.st.Done {
+			t.log.Info("this run stopped early; give a larger --patience (or 0) to train on", "best_epoch", t.st.BestEpoch, "epochs_without_improvement", t.st.BadEpochs)
+		}
+	}
+}
+
+// Close releases the training device and the feature cache.
 func (t *Trainer) Close() error {
+	t.feat.close()
 	if t.dev != nil {
 		return t.dev.Close()
 	}
@@ -249,7 +313,7 @@ func (t *Trainer) epochOrder(epoch int) []int {
 // ends (then a resumable state is saved and ErrInterrupted returned).
 func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	if t.cfg.CacheFeatures && t.feat == nil {
-		fc, err := t.buildFeatureCache(ctx)
+		fc, err := t.openFeatureCache(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -268,7 +332,7 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		if t.feat != nil {
 			next = t.feat.trainBatches(order, t.st.Step, t.cfg.BatchSize, t.st.Seed, e)
 		} else {
-			ch := batches(ectx, t.data.Train, order[min(t.st.Step*t.cfg.BatchSize, len(order)):], t.cfg.BatchSize, t.cfg.Workers, t.aug, t.st.Seed, e)
+			ch := batches(ectx, t.data.Train, order, min(t.st.Step*t.cfg.BatchSize, len(order)), t.cfg.BatchSize, t.cfg.Workers, t.aug, t.st.Seed, e)
 			next = func() (*batch, bool) { b, ok := <-ch; return b, ok }
 		}
 		interrupted := false
@@ -281,6 +345,10 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 			b, ok := next()
 			if !ok {
 				break
+			}
+			if b.err != nil {
+				cancel()
+				return nil, b.err
 			}
 			for _, bad := range b.bad {
 				t.log.Warn("skipping unreadable image", "err", bad)
@@ -300,17 +368,31 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		}
 		cancel()
 		prog.done()
-		if interrupted {
-			if err := t.saveResumable(); err != nil {
-				return nil, fmt.Errorf("interrupted, and the state could not be saved: %w", err)
-			}
-			return nil, ErrInterrupted
+		if interrupted || ctx.Err() != nil {
+			return nil, t.interrupted(fmt.Sprintf("in epoch %d after batch %d of %d", e+1, t.st.Step, nb))
 		}
 		if err := t.finishEpoch(ctx, e, time.Since(start), imgs); err != nil {
+			if ctx.Err() != nil { // in the evaluation, before anything changed
+				return nil, t.interrupted(fmt.Sprintf("while evaluating epoch %d", e+1))
+			}
 			return nil, err
 		}
 	}
-	return t.finish(ctx)
+	res, err := t.finish(ctx)
+	if err != nil && ctx.Err() != nil {
+		return nil, &Interrupted{State: t.statePath(), Detail: "while writing the final reports"}
+	}
+	return res, err
+}
+
+func (t *Trainer) statePath() string { return filepath.Join(t.cfg.Out, "state.safetensors") }
+
+// interrupted saves a resumable state and says where.
+func (t *Trainer) interrupted(detail string) error {
+	if err := t.saveResumable(); err != nil {
+		return fmt.Errorf("interrupted %s, and the state could not be saved: %w", detail, err)
+	}
+	return &Interrupted{State: t.statePath(), Detail: detail}
 }
 
 func (t *Trainer) step(b *batch, epoch, nb int) error {
@@ -348,7 +430,7 @@ func (t *Trainer) saveResumable() error {
 	if err := t.sync(); err != nil {
 		return err
 	}
-	return SaveState(filepath.Join(t.cfg.Out, "state.safetensors"), t.m, t.opt, t.st)
+	return SaveState(t.statePath(), t.m, t.opt, t.st)
 }
 
 // Evaluate classifies the validation set (centre crops, eval mode).
@@ -387,17 +469,18 @@ func (t *Trainer) Evaluate(ctx context.Context) (*Confusion, float64, error) {
 		}
 	}
 	if t.feat != nil {
-		for b := range t.feat.valBatches(t.cfg.BatchSize) {
+		next := t.feat.valBatches(t.cfg.BatchSize)
+		for b, ok := next(); ok; b, ok = next() {
+			if b.err != nil {
+				return nil, 0, b.err
+			}
 			eval(b.x, b.labels, t.from)
 		}
 	} else {
-		order := make([]int, len(t.data.Val))
-		for i := range order {
-			order[i] = i
-		}
 		a := t.aug
 		a.Random = false
-		for b := range batches(ctx, t.data.Val, order, t.cfg.BatchSize, t.cfg.Workers, a, 0, 0) {
+		for b := range batches(ctx, t.data.Val, identity(len(t.data.Val)), 0, t.cfg.BatchSize, t.cfg.Workers, a, 0, 0) {
+			conf.Skipped = append(conf.Skipped, b.bad...)
 			if len(b.labels) > 0 {
 				eval(b.x, b.labels, 0)
 			}
@@ -476,8 +559,7 @@ func (t *Trainer) finish(ctx context.Context) (*Result, error) {
 // confusion.csv, report.csv and confusion.png into dir.
 func WriteReports(ctx context.Context, dir string, m *model.Model, data *Dataset, bs, workers int) (*Result, error) {
 	t := &Trainer{cfg: Config{BatchSize: bs, Workers: max(1, workers)}, data: data, m: m, sess: m.NewTrainSession(bs, nil)}
-	md := m.Meta
-	t.aug = Augment{Resize: max(md.Resize, md.InputSize), Crop: md.InputSize, Mean: md.Mean, Std: md.Std}
+	t.aug = Augment{Prep: PreprocessOf(m.Meta)}
 	conf, _, err := t.Evaluate(ctx)
 	if err != nil {
 		return nil, err

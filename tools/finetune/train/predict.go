@@ -1,0 +1,61 @@
+package train
+
+import (
+	"context"
+	"image"
+
+	"gocv.io/x/gocv"
+
+	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/vision"
+)
+
+// Predictor classifies image files exactly as leafwatchd classifies a
+// camera frame: the same file decoding (vision.ReadImage, which the folder
+// camera uses), the same regions (vision.Tiling), the same preprocessing
+// (vision.Preprocessor) and the same engine batching.
+type Predictor struct {
+	clf *model.Classifier
+	pp  *vision.Preprocessor
+	img gocv.Mat
+}
+
+// NewPredictor prepares m with the tiling a camera would use (zero: the
+// whole image only).
+func NewPredictor(m *model.Model, tiling vision.Tiling) (*Predictor, error) {
+	pp, err := vision.NewPreprocessor(PreprocessOf(m.Meta), tiling)
+	if err != nil {
+		return nil, err
+	}
+	return &Predictor{clf: model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch}), pp: pp, img: gocv.NewMat()}, nil
+}
+
+// Close frees the buffers.
+func (p *Predictor) Close() {
+	p.pp.Close()
+	p.img.Close()
+}
+
+// Prediction is one file's answer: a prediction per region, in the
+// daemon's batch order, and the model input they came from.
+type Prediction struct {
+	Boxes []image.Rectangle
+	Preds []model.Prediction
+	Input []float32 // owned by the Predictor; valid until the next call
+}
+
+// Predict classifies one file. Errors do not repeat the path.
+func (p *Predictor) Predict(ctx context.Context, path string, topK int) (Prediction, error) {
+	if err := vision.ReadImage(path, &p.img); err != nil {
+		return Prediction{}, err
+	}
+	x, boxes, err := p.pp.Run(p.img)
+	if err != nil {
+		return Prediction{}, err
+	}
+	preds, err := p.clf.Classify(ctx, x, len(boxes), topK)
+	if err != nil {
+		return Prediction{}, err
+	}
+	return Prediction{Boxes: boxes, Preds: preds, Input: x}, nil
+}

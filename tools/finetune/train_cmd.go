@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/gpu"
+	"github.com/leafwatch/leafwatch/tools/finetune/train"
+)
+
+// recordedFlags shape a run. They are saved in the training state, and
+// --resume restores every one not given again. Given again with another
+// value, only resumeMayChange ones are accepted: the rest would make the
+// resumed run a different run.
+var recordedFlags = []string{"data", "val", "seed", "epochs", "batch", "schedule", "lr", "step-every", "gamma", "warmup",
+	"momentum", "weight-decay", "new-layer-lr-mult", "train-from", "cache-features", "feature-cache", "balanced",
+	"patience", "keep-penultimate", "base", "variant"}
+
+var resumeMayChange = map[string]bool{
+	"epochs":        true, // extend or shorten (a cosine schedule is re-drawn)
+	"patience":      true,
+	"data":          true, // the folder moved; its classes are checked
+	"feature-cache": true, // a location, not a setting
+}
+
+func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("train", flag.ExitOnError)
+	var cfg train.Config
+	fs.StringVar(&cfg.Data, "data", "", "image folder: one sub-folder per class, or train/ and val/")
+	fs.StringVar(&cfg.Out, "out", "", "output folder (checkpoints, logs, reports); with --resume, default the state file's folder")
+	base := fs.String("base", "", "checkpoint with ImageNet weights (from finetune import); empty = random initialisation")
+	variant := fs.String("variant", "torchvision", "variant for random initialisation (torchvision, bvlc)")
+	resume := fs.String("resume", "", "training-state file to continue (OUT/state.safetensors); the run's settings come from it")
+	keepPen := fs.Bool("keep-penultimate", false, "keep fc7's weights (the PlantVillage paper) instead of resetting them")
+	fs.Float64Var(&cfg.ValFrac, "val", 0.2, "validation fraction when DATA has no train/ and val/")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "random seed: same seed, same run")
+	fs.IntVar(&cfg.Epochs, "epochs", 30, "epochs (may be raised on --resume to extend a run)")
+	fs.IntVar(&cfg.BatchSize, "batch", 16, "batch size")
+	sched := fs.String("schedule", "step", "learning-rate schedule: step, cosine (spans --epochs), constant")
+	lr := fs.Float64("lr", 0.005, "base learning rate")
+	stepEvery := fs.Float64("step-every", 10, "step schedule: epochs between drops")
+	gamma := fs.Float64("gamma", 0.1, "step schedule: factor per drop")
+	warmup := fs.Float64("warmup", 0, "epochs of linear warmup")
+	fs.Float64Var(&cfg.Momentum, "momentum", 0.9, "SGD momentum")
+	fs.Float64Var(&cfg.WeightDecay, "weight-decay", 5e-4, "L2 weight decay (weights only, not biases)")
+	fs.Float64Var(&cfg.NewLayerLRMult, "new-layer-lr-mult", 10, "learning-rate multiplier for the replaced layers")
+	fs.StringVar(&cfg.TrainFrom, "train-from", "conv1", "first trained layer group; earlier groups are frozen (conv1..conv5, fc6, fc7, fc8)")
+	fs.BoolVar(&cfg.CacheFeatures, "cache-features", false, "compute frozen layers once and keep them on disk (needs --train-from fc6 or later; mirror is the only augmentation)")
+	fs.StringVar(&cfg.FeatureCacheDir, "feature-cache", "", "folder for cached features, shared between runs (default OUT/features)")
+	fs.BoolVar(&cfg.Balanced, "balanced", false, "class-balanced sampling")
+	fs.IntVar(&cfg.Patience, "patience", 0, "stop after this many epochs without a better val macro-F1 (0 = never)")
+	fs.IntVar(&cfg.Workers, "workers", 2, "image decoding goroutines")
+	engine := fs.String("engine", "auto", "auto (CUDA when built with it and a GPU is present), cpu or cuda")
+	cudaLibs := fs.String("cuda-libs", "", "folders (colon-separated) to take cuBLAS and NVRTC from; default: the newest CUDA the driver runs, searched")
+	fs.Parse(args)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("train: unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+
+	var (
+		m   *model.Model
+		opt *train.SGD
+		st  *train.State
+	)
+	if *resume != "" {
+		mm, o, s, err := train.LoadState(*resume)
+		if err != nil {
+			return err
+		}
+		m, opt, st = mm, o, &s
+		if s.Flags == nil {
+			log.Warn("this state file predates saved settings: give the flags the run was started with (at least --data and --train-from)")
+		} else if err := restoreFlags(fs, given, s.Flags); err != nil {
+			return err
+		}
+		if cfg.Out == "" {
+			cfg.Out = filepath.Dir(*resume)
+		}
+	}
+	cfg.Engine = *engine
+	if *cudaLibs != "" {
+		gpu.SetLibraryDirs(strings.Split(*cudaLibs, ":"))
+	}
+	if cfg.Data == "" || cfg.Out == "" {
+		return errors.New("train: --data and --out are required")
+	}
+	// Saved as absolute paths, so a resume works from any folder.
+	for _, p := range []*string{&cfg.Data, base, &cfg.FeatureCacheDir} {
+		if *p != "" {
+			if abs, err := filepath.Abs(*p); err == nil {
+				*p = abs
+			}
+		}
+	}
+	cfg.Schedule = train.Schedule{Kind: *sched, Base: *lr, StepEvery: *stepEvery, Gamma: *gamma, Epochs: float64(cfg.Epochs), Warmup: *warmup}
+	cfg.ResetPenultimate = !*keepPen
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	cfg.Flags = map[string]string{}
+	for _, name := range recordedFlags {
+		cfg.Flags[name] = fs.Lookup(name).Value.String()
+	}
+	cfg.Progress, cfg.Terminal, cfg.Log = os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), log
+	ds, err := train.LoadFolder(cfg.Data, cfg.ValFrac, cfg.Seed)
+	if err != nil {
+		return err
+	}
+	for _, s := range ds.Skipped {
+		log.Warn("skipping", "file", s)
+	}
+	log.Info("dataset", "classes", len(ds.Classes), "train", len(ds.Train), "val", len(ds.Val), "skipped", len(ds.Skipped))
+	if st != nil {
+		log.Info("resuming", "epoch", st.Epoch+1, "step", st.Step, "train_from", cfg.TrainFrom, "epochs", cfg.Epochs)
+	} else {
+		var src *model.Model
+		if *base != "" {
+			if src, err = model.Load(*base); err != nil {
+				return err
+			}
+			if given["variant"] && string(src.Spec.Variant) != *variant {
+				return fmt.Errorf("--base is a %s checkpoint but --variant says %s: drop --variant or import the right weights", src.Spec.Variant, *variant)
+			}
+		} else {
+			v, err := model.ParseVariant(*variant)
+			if err != nil {
+				return err
+			}
+			log.Warn("no --base given: starting from random weights; fine-tuning from ImageNet weights (finetune import) is far better")
+			if src, err = model.NewRandom(v, 1000, cfg.Seed); err != nil {
+				return err
+			}
+		}
+		if m, err = model.ReplaceHead(src, ds.Classes, cfg.ResetPenultimate, rand.New(rand.NewPCG(cfg.Seed, 0x4ead))); err != nil {
+			return err
+		}
+		opt = train.NewSGD(m, float32(cfg.Momentum), float32(cfg.WeightDecay))
+	}
+	tr, err := train.NewTrainer(cfg, ds, m, opt, st)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	res, err := tr.Run(ctx)
+	if err != nil {
+		var ie *train.Interrupted
+		if errors.As(err, &ie) {
+			return fmt.Errorf("%w\nto continue: %s", err, continueCommand(os.Args, ie.State))
+		}
+		return err
+	}
+	fmt.Printf("best epoch %d: val accuracy %.4f, macro-F1 %.4f → %s\n", res.BestEpoch, res.Best.Accuracy, res.Best.MacroF1, filepath.Join(cfg.Out, "best.safetensors"))
+	return nil
+}
+
+// restoreFlags sets every recorded flag not given from the saved run, and
+// refuses given ones that contradict it.
+func restoreFlags(fs *flag.FlagSet, given map[string]bool, saved map[string]string) error {
+	var conflicts []string
+	for _, name := range recordedFlags {
+		v, ok := saved[name]
+		if !ok {
+			continue
+		}
+		f := fs.Lookup(name)
+		if given[name] {
+			if now := f.Value.String(); now != v && !resumeMayChange[name] && !samePath(name, now, v) {
+				conflicts = append(conflicts, fmt.Sprintf("--%s %s (the run has %s)", name, now, v))
+			}
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("resume: the state's --%s %q: %w", name, v, err)
+		}
+	}
+	if len(conflicts) > 0 {
+		return fmt.Errorf("resume: a resumed run keeps its settings, and these contradict them: %s — drop them to continue the run, or start a new run in another --out", strings.Join(conflicts, ", "))
+	}
+	return nil
+}
+
+func samePath(name, a, b string) bool {
+	if name != "base" {
+		return false
+	}
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
+}
+
+// continueCommand is what to run after an interruption: a resume of the
+// saved state, or, when none was saved yet (interrupted while caching
+// features), the same command again, which continues the cache.
+func continueCommand(args []string, state string) string {
+	if state == "" {
+		return shellJoin(args)
+	}
+	return shellJoin([]string{args[0], "train", "--resume", state})
+}
+
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]#~;&|<>(){}!") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
