@@ -80,6 +80,7 @@ gpu-check: build-cuda
 
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags onnxruntime ./model/ortcheck/
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -100,8 +101,11 @@ test-short: deps
 bench: deps
 	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia|TrainStep' -benchtime 5x ./model/ && \
 	   $(GO) test -run XXX -bench VsOpenCVDNN -benchtime 5x ./model/dnncheck/ && \
+	   LEAFWATCH_ONNXRUNTIME_LIB=$$(scripts/onnxruntime.sh) $(GO) test -tags onnxruntime -run Agrees -bench VsONNXRuntime -benchtime 10x ./model/ortcheck/ && \
 	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/ && \
-	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/; } | tee /dev/stderr | scripts/benchsummary.sh
+	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/ && \
+	   $(GO) test -run XXX -bench MultiCameraThroughput -benchtime 2x ./daemon/ && \
+	   $(GO) test -run XXX -bench PrecisionAgreement -benchtime 1x ./tools/finetune/train/; } | tee /dev/stderr | scripts/benchsummary.sh
 
 fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzDecode$$' -fuzztime 60s ./model/

@@ -9,6 +9,7 @@ require (
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.2
 	github.com/schollz/progressbar/v3 v3.19.1
+	github.com/yalue/onnxruntime_go v1.27.0
 	gocv.io/x/gocv v0.32.0
 	golang.org/x/image v0.30.0
 	golang.org/x/sys v0.50.0

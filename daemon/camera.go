@@ -153,10 +153,10 @@ func (c *camRunner) infer(ctx context.Context) (inference, error) {
 		return inference{}, err
 	}
 	t0 := time.Now()
-	preds, err := clf.Classify(ctx, batch, len(boxes), c.d.cfg.TopK)
+	preds, err := c.d.classify(ctx, clf, batch, len(boxes))
 	if errors.Is(err, model.ErrEngineFailed) && c.d.fallBack(clf, err) {
 		clf = c.d.engine()
-		preds, err = clf.Classify(ctx, batch, len(boxes), c.d.cfg.TopK)
+		preds, err = c.d.classify(ctx, clf, batch, len(boxes))
 	}
 	if err != nil {
 		return inference{}, fmt.Errorf("classify: %w", err)
@@ -240,4 +240,13 @@ func (c *camRunner) snapshotJPEG() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lastJPEG
+}
+
+// classify runs one camera's batch, merged with other cameras' when they
+// sample at the same time.
+func (d *Daemon) classify(ctx context.Context, e model.Engine, x []float32, n int) ([]model.Prediction, error) {
+	if d.batch != nil {
+		return d.batch.classify(ctx, e, x, n, d.cfg.TopK)
+	}
+	return e.Classify(ctx, x, n, d.cfg.TopK)
 }

@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/systemd"
 	"github.com/leafwatch/leafwatch/vision"
@@ -26,6 +27,9 @@ type Config struct {
 	Device string `yaml:"device"`
 	Model  string `yaml:"model"`  // checkpoint path
 	Engine string `yaml:"engine"` // auto, cpu or cuda
+	// Precision of the CPU engine's large FC weights: fp32 (default),
+	// bf16 or int8 — faster, slightly different answers (README).
+	Precision string `yaml:"precision"`
 	// CUDALibs are folders to take cuBLAS and NVRTC from instead of
 	// searching (the loader path, /usr/local/cuda*, JetPack's folders).
 	CUDALibs []string          `yaml:"cuda_libs"`
@@ -272,6 +276,9 @@ func (c *Config) validate(root *yaml.Node) []string {
 	}
 	if c.Engine != "auto" && c.Engine != "cpu" && c.Engine != "cuda" {
 		add(fmt.Sprintf("%q: use auto, cpu or cuda", c.Engine), "engine")
+	}
+	if _, err := model.ParsePrecision(c.Precision); err != nil {
+		add(err.Error(), "precision")
 	}
 	if c.StateDir == "" {
 		add("no state directory", "state_dir")

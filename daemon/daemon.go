@@ -40,6 +40,7 @@ type Daemon struct {
 	lastError atomic.Value // string: the last reload error, until a reload succeeds
 	fallback  atomic.Value // string: why the configured engine was replaced by the CPU
 	restored  []restoredEvent
+	batch     *batcher // merges cameras' engine calls; nil with one camera or before Run
 }
 
 // restoredEvent is an end decided while restoring a camera's state, to
@@ -214,6 +215,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	camCtx, stopCams := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	if len(d.cams) > 1 {
+		d.batch = newBatcher()
+		wg.Add(1)
+		go func() { defer wg.Done(); d.batch.run(camCtx) }()
+	}
 	for _, c := range d.cams {
 		wg.Add(2)
 		go func() { defer wg.Done(); c.src.Run(camCtx) }()

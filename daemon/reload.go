@@ -39,7 +39,7 @@ func (d *Daemon) loadModel() error {
 	if err != nil {
 		return err
 	}
-	c, err := gpu.Select(m, d.cfg.Engine, model.Options{MaxBatch: model.DefaultMaxBatch}, d.log)
+	c, err := gpu.Select(m, d.cfg.Engine, d.cpuOptions(), d.log)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 		return true // another sample or a reload already replaced it
 	}
 	m := failed.Model()
-	cpu := model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
+	cpu := model.NewClassifier(m, d.cpuOptions())
 	d.clf.Store(&engineBox{cpu})
 	why := fmt.Sprintf("%s failed at %s (%v); serving on %s until the next model reload or restart",
 		failed.Engine(), time.Now().UTC().Format(time.RFC3339), cause, cpu.Engine())
@@ -203,4 +203,17 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 	d.log.Error("inference engine failed; falling back to the CPU", "failed", failed.Engine(), "err", cause, "now", cpu.Engine())
 	go failed.Close()
 	return true
+}
+
+// cpuOptions are the CPU engine's settings from the config.
+func (d *Daemon) cpuOptions() model.Options {
+	p, _ := model.ParsePrecision(d.cfg.Precision) // validated with the config
+	mb := model.DefaultMaxBatch
+	if len(d.cfg.Cameras) > 1 {
+		// Merged calls of several cameras (batcher) run in bigger batches:
+		// measured ~5% more frames/s with 4 cameras × 7 tiles (8.3 → 8.8),
+		// for ~20 MB more activation buffers.
+		mb = 2 * model.DefaultMaxBatch
+	}
+	return model.Options{MaxBatch: mb, Precision: p}
 }

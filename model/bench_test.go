@@ -29,12 +29,12 @@ func procStatusKB(field string) float64 {
 	return 0
 }
 
-func benchForward(b *testing.B, v Variant, batch int) {
+func benchForward(b *testing.B, v Variant, batch int, prec Precision) {
 	m, err := NewRandom(v, 38, 1)
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := NewClassifier(m, Options{MaxBatch: batch})
+	c := NewClassifier(m, Options{MaxBatch: batch, Precision: prec})
 	x := randInput(rand.New(rand.NewPCG(1, 1)), batch*m.InputLen())
 	probs := make([]float32, batch*38)
 	ctx := context.Background()
@@ -57,7 +57,9 @@ func BenchmarkForward(b *testing.B) {
 	fmt.Println("blas:", BLASInfo())
 	for _, v := range Variants() {
 		for _, n := range []int{1, 8} {
-			b.Run(string(v)+"/batch"+strconv.Itoa(n), func(b *testing.B) { benchForward(b, v, n) })
+			for _, p := range []Precision{FP32, BF16, INT8} {
+				b.Run(string(v)+"/batch"+strconv.Itoa(n)+"/"+string(p), func(b *testing.B) { benchForward(b, v, n, p) })
+			}
 		}
 	}
 }

@@ -32,6 +32,9 @@ func sgemv(m, n int, alpha float32, a []float32, x []float32, beta float32, y []
 	gonumBLAS.Sgemv(blas.NoTrans, m, n, alpha, a, n, x, 1, beta, y, 1)
 }
 
+// blasSingleThread: gonum has no threads of its own to configure.
+func blasSingleThread() {}
+
 // BLASInfo describes the GEMM in use.
 func BLASInfo() string { return blasName }
 

@@ -38,6 +38,10 @@ func sgemv(m, n int, alpha float32, a []float32, x []float32, beta float32, y []
 		C.float(beta), (*C.float)(unsafe.Pointer(&y[0])), 1)
 }
 
+// blasSingleThread keeps OpenBLAS in the calling thread; the engine splits
+// the work itself (parallel.go).
+func blasSingleThread() { C.openblas_set_num_threads(1) }
+
 // BLASInfo describes the GEMM in use: the library and, for OpenBLAS, the
 // CPU kernel it selected at load time.
 func BLASInfo() string {

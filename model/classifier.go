@@ -37,6 +37,9 @@ type Options struct {
 	// its own activation buffers (the weights are shared). Default 1:
 	// OpenBLAS already uses every core for one inference.
 	Workers int
+	// Precision of the large fully connected layers' weights (fp32,
+	// bf16, int8); default fp32. See Precision.
+	Precision Precision
 }
 
 // Classifier runs inference on a Model from any number of goroutines. The
@@ -44,12 +47,19 @@ type Options struct {
 // with its own reusable activation buffers.
 type Classifier struct {
 	m        *Model
+	prec     Precision
+	q        []*qfc // per layer: reduced-precision FC weights, or nil
 	maxBatch int
 	idle     chan *runner
 	slots    chan struct{} // a token per runner not yet built
 }
 
-// NewClassifier prepares inference on m.
+// minQuantized is the smallest FC layer (weights) stored in reduced
+// precision; the last layer stays fp32 (small, and it sets the margins).
+const minQuantized = 1 << 20
+
+// NewClassifier prepares inference on m. An unknown precision is treated
+// as fp32; callers validate it with ParsePrecision first.
 func NewClassifier(m *Model, opt Options) *Classifier {
 	if opt.MaxBatch <= 0 {
 		opt.MaxBatch = DefaultMaxBatch
@@ -58,9 +68,18 @@ func NewClassifier(m *Model, opt Options) *Classifier {
 		opt.Workers = 1
 	}
 	opt.Workers = min(opt.Workers, runtime.GOMAXPROCS(0)*4)
-	c := &Classifier{m: m, maxBatch: opt.MaxBatch,
+	c := &Classifier{m: m, maxBatch: opt.MaxBatch, prec: FP32,
 		idle:  make(chan *runner, opt.Workers),
 		slots: make(chan struct{}, opt.Workers)}
+	if opt.Precision == BF16 || opt.Precision == INT8 {
+		c.prec = opt.Precision
+		c.q = make([]*qfc, len(m.Spec.Layers))
+		for i, l := range m.Spec.Layers {
+			if w := m.Params[l.Name+".weight"]; l.Kind == FC && len(w.Data) >= minQuantized {
+				c.q[i] = quantizeFC(opt.Precision, w.Data, w.Shape[0], w.Shape[1])
+			}
+		}
+	}
 	for i := 0; i < opt.Workers; i++ {
 		c.slots <- struct{}{}
 	}
@@ -71,7 +90,15 @@ func NewClassifier(m *Model, opt Options) *Classifier {
 func (c *Classifier) Model() *Model { return c.m }
 
 // Engine names the compute backend, for logs and metrics.
-func (c *Classifier) Engine() string { return "cpu/" + blasName }
+func (c *Classifier) Engine() string {
+	if c.prec != FP32 {
+		return "cpu/" + blasName + "+" + string(c.prec) + "-fc"
+	}
+	return "cpu/" + blasName
+}
+
+// Precision is the FC weights' precision.
+func (c *Classifier) Precision() Precision { return c.prec }
 
 func (c *Classifier) acquire(ctx context.Context) (*runner, error) {
 	select {
@@ -84,7 +111,9 @@ func (c *Classifier) acquire(ctx context.Context) (*runner, error) {
 		return r, nil
 	case <-c.slots:
 		// Buffers are built lazily so an idle daemon holds only the weights.
-		return newRunner(c.m, c.maxBatch, false, nil), nil
+		r := newRunner(c.m, c.maxBatch, false, nil)
+		r.q = c.q
+		return r, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

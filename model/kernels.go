@@ -8,42 +8,47 @@ import (
 // into caller-owned buffers so that a planned run allocates nothing.
 
 // im2col unrolls the channels [c0, c0+cin) of x (C×H×W) into col, a
-// (cin·k·k) × (oh·ow) row-major matrix, zero-filling the padding.
-func im2col(x []float32, h, w, c0, cin, k, stride, pad, oh, ow int, col []float32) {
+// (cin·k·k) × (oh·ow) row-major matrix with row stride ld (≥ oh·ow: a
+// batch's images sit side by side), zero-filling the padding.
+func im2col(x []float32, h, w, c0, cin, k, stride, pad, oh, ow int, col []float32, ld int) {
+	im2colRows(x, h, w, c0, k, stride, pad, oh, ow, col, ld, 0, cin*k)
+}
+
+// im2colRows unrolls the kernel rows [g0, g1) of channels from c0 on, a
+// kernel row g being channel c0+g/k at offset ky = g%k: the k rows of col it
+// fills start at row g·k (so pieces of one matrix can be filled in parallel).
+func im2colRows(x []float32, h, w, c0, k, stride, pad, oh, ow int, col []float32, ld int, g0, g1 int) {
 	p := oh * ow
-	row := 0
-	for c := c0; c < c0+cin; c++ {
+	row := g0 * k
+	for g := g0; g < g1; g++ {
+		c, ky := c0+g/k, g%k
 		plane := x[c*h*w : (c+1)*h*w]
-		for ky := 0; ky < k; ky++ {
-			for kx := 0; kx < k; kx++ {
-				dst := col[row*p : (row+1)*p]
-				row++
-				i := 0
-				for oy := 0; oy < oh; oy++ {
-					iy := oy*stride - pad + ky
-					if iy < 0 || iy >= h {
-						for ox := 0; ox < ow; ox++ {
-							dst[i] = 0
-							i++
-						}
-						continue
+		for kx := 0; kx < k; kx++ {
+			dst := col[row*ld : row*ld+p]
+			row++
+			i := 0
+			for oy := 0; oy < oh; oy++ {
+				iy := oy*stride - pad + ky
+				if iy < 0 || iy >= h {
+					clear(dst[i : i+ow])
+					i += ow
+					continue
+				}
+				src := plane[iy*w : (iy+1)*w]
+				ix := kx - pad
+				if stride == 1 && ix >= 0 && ix+ow <= w {
+					copy(dst[i:i+ow], src[ix:ix+ow])
+					i += ow
+					continue
+				}
+				for ox := 0; ox < ow; ox++ {
+					if ix >= 0 && ix < w {
+						dst[i] = src[ix]
+					} else {
+						dst[i] = 0
 					}
-					src := plane[iy*w : (iy+1)*w]
-					ix := kx - pad
-					if stride == 1 && ix >= 0 && ix+ow <= w {
-						copy(dst[i:i+ow], src[ix:ix+ow])
-						i += ow
-						continue
-					}
-					for ox := 0; ox < ow; ox++ {
-						if ix >= 0 && ix < w {
-							dst[i] = src[ix]
-						} else {
-							dst[i] = 0
-						}
-						ix += stride
-						i++
-					}
+					ix += stride
+					i++
 				}
 			}
 		}
@@ -82,13 +87,14 @@ func col2im(col []float32, h, w, c0, cin, k, stride, pad, oh, ow int, dx []float
 	}
 }
 
-// convForward computes one image's (grouped) convolution plus bias.
+// convForward computes one image's (grouped) convolution plus bias: the
+// reference the batched, parallel convForwardBatch is tested against.
 func convForward(l *Layer, in, out Shape3, x, wt, bias, y, col []float32) {
 	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
 	kk := cinG * l.Kernel * l.Kernel
 	p := out.H * out.W
 	for g := 0; g < l.Groups; g++ {
-		im2col(x, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, col)
+		im2col(x, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, col, p)
 		yg := y[g*coutG*p : (g+1)*coutG*p]
 		for o := 0; o < coutG; o++ {
 			b := bias[g*coutG+o]
@@ -119,10 +125,10 @@ func convBackward(l *Layer, in, out Shape3, x, wt, dy, dW, dB, dx, col []float32
 			}
 			dB[g*coutG+o] += s
 		}
-		im2col(x, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, col)
-		sgemm(false, true, coutG, kk, p, 1, dyg, p, col, p, 1, dW[g*coutG*kk:], kk)
+		im2col(x, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, col, p)
+		sgemmPar(false, true, coutG, kk, p, 1, dyg, p, col, p, 1, dW[g*coutG*kk:], kk)
 		if dx != nil {
-			sgemm(true, false, kk, p, coutG, 1, wt[g*coutG*kk:], kk, dyg, p, 0, col, p)
+			sgemmPar(true, false, kk, p, coutG, 1, wt[g*coutG*kk:], kk, dyg, p, 0, col, p)
 			col2im(col, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, dx)
 		}
 	}
@@ -131,7 +137,12 @@ func convBackward(l *Layer, in, out Shape3, x, wt, dy, dW, dB, dx, col []float32
 // maxPoolForward pools one image; argmax (may be nil) records the winning
 // input index of every output for the backward pass.
 func maxPoolForward(l *Layer, in, out Shape3, x, y []float32, argmax []int32) {
-	for c := 0; c < in.C; c++ {
+	maxPoolChannels(l, in, out, x, y, argmax, 0, in.C)
+}
+
+// maxPoolChannels pools channels [c0, c1) of one image.
+func maxPoolChannels(l *Layer, in, out Shape3, x, y []float32, argmax []int32, c0, c1 int) {
+	for c := c0; c < c1; c++ {
 		plane := x[c*in.H*in.W:]
 		for oy := 0; oy < out.H; oy++ {
 			y0 := oy*l.Stride - l.Pad
@@ -252,10 +263,10 @@ func fcForward(n, inLen, out int, x, wt, bias, y []float32) {
 	if n == 1 {
 		// One image: a matrix-vector product, memory-bound on the weights;
 		// GEMV streams them once where GEMM with M=1 wastes its blocking.
-		sgemv(out, inLen, 1, wt, x, 1, y)
+		sgemvPar(out, inLen, 1, wt, x, 1, y)
 		return
 	}
-	sgemm(false, true, n, out, inLen, 1, x, inLen, wt, inLen, 1, y, out)
+	sgemmPar(false, true, n, out, inLen, 1, x, inLen, wt, inLen, 1, y, out)
 }
 
 // fcBackward accumulates dW, dB and writes dX when dx is not nil.
@@ -265,9 +276,9 @@ func fcBackward(n, inLen, out int, x, wt, dy, dW, dB, dx []float32) {
 			dB[o] += v
 		}
 	}
-	sgemm(true, false, out, inLen, n, 1, dy, out, x, inLen, 1, dW, inLen)
+	sgemmPar(true, false, out, inLen, n, 1, dy, out, x, inLen, 1, dW, inLen)
 	if dx != nil {
-		sgemm(false, false, n, inLen, out, 1, dy, out, wt, inLen, 0, dx, inLen)
+		sgemmPar(false, false, n, inLen, out, 1, dy, out, wt, inLen, 0, dx, inLen)
 	}
 }
 

@@ -150,6 +150,8 @@ type runner struct {
 
 	acts   [][]float32 // acts[i] is layer i's input; acts[len] the logits
 	col    []float32
+	tmp    []float32 // a batched convolution's output before the scatter
+	q      []*qfc    // reduced-precision FC weights per layer (inference)
 	argmax [][]int32
 	scale  [][]float32 // LRN denominators (training)
 	mask   [][]float32 // dropout masks, already scaled by 1/(1-p)
@@ -167,7 +169,7 @@ func newRunner(m *Model, capacity int, train bool, rng *rand.Rand) *runner {
 	if train {
 		r.dacts = make([][]float32, L+1)
 	}
-	colLen := 0
+	colLen, tmpLen := 0, 0
 	for i, l := range m.Spec.Layers {
 		in, out := m.shapes[i], m.shapes[i+1]
 		if inPlace(l.Kind) && i > 0 {
@@ -187,7 +189,8 @@ func newRunner(m *Model, capacity int, train bool, rng *rand.Rand) *runner {
 		}
 		switch l.Kind {
 		case Conv:
-			colLen = max(colLen, in.C/l.Groups*l.Kernel*l.Kernel*out.H*out.W)
+			c, t := convBuffers(&l, in, out, capacity)
+			colLen, tmpLen = max(colLen, c), max(tmpLen, t)
 		case MaxPool:
 			if train {
 				r.argmax[i] = make([]int32, capacity*out.Len())
@@ -203,6 +206,7 @@ func newRunner(m *Model, capacity int, train bool, rng *rand.Rand) *runner {
 		}
 	}
 	r.col = make([]float32, colLen)
+	r.tmp = make([]float32, tmpLen)
 	return r
 }
 
@@ -233,9 +237,7 @@ func (r *runner) forwardRange(x []float32, n, from, to int) []float32 {
 		switch l.Kind {
 		case Conv:
 			w, b := m.Params[l.Name+".weight"].Data, m.Params[l.Name+".bias"].Data
-			for j := 0; j < n; j++ {
-				convForward(l, in, out, src[j*il:(j+1)*il], w, b, dst[j*ol:(j+1)*ol], r.col)
-			}
+			convForwardBatch(l, in, out, n, src, w, b, dst, r.col, r.tmp)
 		case ReLU:
 			reluForward(dst[:n*ol])
 		case LRN:
@@ -247,6 +249,10 @@ func (r *runner) forwardRange(x []float32, n, from, to int) []float32 {
 				lrnForward(l, in, src[j*il:(j+1)*il], dst[j*ol:(j+1)*ol], sc)
 			}
 		case MaxPool:
+			if !r.train {
+				maxPoolPar(l, in, out, n, src, dst)
+				continue
+			}
 			for j := 0; j < n; j++ {
 				var am []int32
 				if r.train {
@@ -269,6 +275,10 @@ func (r *runner) forwardRange(x []float32, n, from, to int) []float32 {
 			}
 		case FC:
 			w, b := m.Params[l.Name+".weight"].Data, m.Params[l.Name+".bias"].Data
+			if r.q != nil && r.q[i] != nil {
+				fcForwardQ(r.q[i], n, src, b, dst)
+				continue
+			}
 			fcForward(n, il, l.Out, src, w, b, dst)
 		}
 	}

@@ -1,0 +1,81 @@
+package model
+
+// convColCap bounds the column buffer of a batched convolution (floats):
+// 16 MB. The early layers (conv1, conv2: over a million columns entries
+// per image, and already wide GEMMs) go one image at a time; the 13×13
+// layers, whose per-image GEMMs are narrow (169 columns), take a whole
+// batch of 8 in one.
+const convColCap = 1 << 22
+
+// convImagesPerPass is how many of n images share one GEMM in layer l.
+func convImagesPerPass(l *Layer, in, out Shape3, n int) int {
+	kk := in.C / l.Groups * l.Kernel * l.Kernel
+	return max(1, min(n, convColCap/(kk*out.H*out.W)))
+}
+
+// convBuffers is the column and output scratch a batch of n needs.
+func convBuffers(l *Layer, in, out Shape3, n int) (col, tmp int) {
+	per := convImagesPerPass(l, in, out, n)
+	p := out.H * out.W
+	return in.C / l.Groups * l.Kernel * l.Kernel * p * per, l.Out / l.Groups * p * per
+}
+
+// convForwardBatch computes the (grouped) convolution plus bias of n
+// images: per group, the columns of several images side by side in one
+// matrix (unrolled in parallel), one GEMM split over the cores, and the
+// result scattered back to NCHW with the bias. convForward is its
+// reference.
+func convForwardBatch(l *Layer, in, out Shape3, n int, x, wt, bias, y, col, tmp []float32) {
+	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
+	kk := cinG * l.Kernel * l.Kernel
+	p := out.H * out.W
+	il, ol := in.Len(), out.Len()
+	per := convImagesPerPass(l, in, out, n)
+	for j0 := 0; j0 < n; j0 += per {
+		nb := min(per, n-j0)
+		ld := nb * p
+		for g := 0; g < l.Groups; g++ {
+			im2colPar(x[j0*il:], il, in, l, g*cinG, cinG, out, nb, col, ld)
+			sgemmPar(false, false, coutG, ld, kk, 1, wt[g*coutG*kk:], kk, col, ld, 0, tmp, ld)
+			for o := 0; o < coutG; o++ {
+				b := bias[g*coutG+o]
+				src := tmp[o*ld : o*ld+ld]
+				for j := 0; j < nb; j++ {
+					dst := y[(j0+j)*ol+(g*coutG+o)*p:][:p]
+					s := src[j*p : j*p+p]
+					for i := range dst {
+						dst[i] = s[i] + b
+					}
+				}
+			}
+		}
+	}
+}
+
+// im2colPar unrolls nb images (x holds them il floats apart) side by side
+// into col (row stride ld), split over the cores: by images, or by kernel
+// rows when there are fewer images than cores.
+func im2colPar(x []float32, il int, in Shape3, l *Layer, c0, cin int, out Shape3, nb int, col []float32, ld int) {
+	w := min(workers(), maxPieces)
+	p := out.H * out.W
+	var buf [maxPieces]piece
+	pieces := buf[:0]
+	args := im2colArgs{h: in.H, w: in.W, k: l.Kernel, stride: l.Stride, pad: l.Pad, oh: out.H, ow: out.W, ld: ld, xStride: il, colStride: p}
+	if nb >= w {
+		step := (nb + w - 1) / w
+		for j := 0; j < nb; j += step {
+			a := args
+			a.x, a.c0, a.g0, a.g1, a.col, a.count = x[j*il:], c0, 0, cin*l.Kernel, col[j*p:], min(step, nb-j)
+			pieces = append(pieces, piece{kind: pieceIm2col, i2c: a})
+		}
+	} else { // by kernel rows: conv1 has only 3 channels but 33 of them
+		rows := cin * l.Kernel
+		step := (rows + w - 1) / w
+		for g := 0; g < rows; g += step {
+			a := args
+			a.x, a.c0, a.g0, a.g1, a.col, a.count = x, c0, g, min(rows, g+step), col, nb
+			pieces = append(pieces, piece{kind: pieceIm2col, i2c: a})
+		}
+	}
+	runPieces(pieces)
+}

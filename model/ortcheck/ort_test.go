@@ -1,0 +1,204 @@
+//go:build onnxruntime
+
+package ortcheck
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/leafwatch/leafwatch/model"
+)
+
+// LibEnv names the onnxruntime shared library; scripts/onnxruntime.sh
+// prints the path it installed.
+const LibEnv = "LEAFWATCH_ONNXRUNTIME_LIB"
+
+var ortReady error
+
+func TestMain(m *testing.M) {
+	lib := os.Getenv(LibEnv)
+	switch {
+	case lib == "":
+		ortReady = fmt.Errorf("%s is not set: run `make bench` or set it to libonnxruntime.so (scripts/onnxruntime.sh installs it)", LibEnv)
+	default:
+		ort.SetSharedLibraryPath(lib)
+		ortReady = ort.InitializeEnvironment()
+	}
+	code := m.Run()
+	if ortReady == nil {
+		ort.DestroyEnvironment()
+	}
+	os.Exit(code)
+}
+
+func needORT(t testing.TB) {
+	t.Helper()
+	if ortReady != nil {
+		t.Skip("onnxruntime unavailable: ", ortReady)
+	}
+}
+
+func randInput(n int, seed uint64) []float32 {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	return x
+}
+
+// session runs our ONNX export of m for batches of n in onnxruntime, with
+// as many intra-op threads as our engine's OpenBLAS uses (every core).
+type session struct {
+	s      *ort.AdvancedSession
+	in     *ort.Tensor[float32]
+	out    *ort.Tensor[float32]
+	inLen  int
+	outLen int
+}
+
+func newSession(t testing.TB, m *model.Model, n int) *session {
+	t.Helper()
+	onnx, err := m.ExportONNX()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := int64(m.Spec.InputSize)
+	in, err := ort.NewEmptyTensor[float32](ort.NewShape(int64(n), 3, s, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ort.NewEmptyTensor[float32](ort.NewShape(int64(n), int64(m.Spec.Classes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := ort.NewSessionOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opts.Destroy()
+	opts.SetIntraOpNumThreads(runtime.NumCPU())
+	opts.SetInterOpNumThreads(1)
+	sess, err := ort.NewAdvancedSessionWithONNXData(onnx, []string{"input"}, []string{"probabilities"},
+		[]ort.Value{in}, []ort.Value{out}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &session{s: sess, in: in, out: out, inLen: len(in.GetData()), outLen: len(out.GetData())}
+}
+
+func (s *session) run(t testing.TB, x []float32) []float32 {
+	copy(s.in.GetData(), x)
+	if err := s.s.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return s.out.GetData()
+}
+
+func (s *session) close() {
+	s.s.Destroy()
+	s.in.Destroy()
+	s.out.Destroy()
+}
+
+// peerModel has random biases and a sharper last layer, so the
+// probabilities are not all near 1/38 and a dropped bias would show.
+func peerModel(t testing.TB, v model.Variant) *model.Model {
+	m, err := model.NewRandom(v, 38, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, p := range m.Params {
+		if len(p.Shape) == 1 {
+			for i := range p.Data {
+				p.Data[i] = float32(rng.NormFloat64()) * 0.05
+			}
+		}
+	}
+	for i := range m.Params["classifier.6.weight"].Data {
+		m.Params["classifier.6.weight"].Data[i] *= 8
+	}
+	return m
+}
+
+// TestONNXRuntimeAgrees: both variants, exported to ONNX, give the same
+// probabilities in onnxruntime and in our engine.
+func TestONNXRuntimeAgrees(t *testing.T) {
+	needORT(t)
+	for _, v := range model.Variants() {
+		for _, n := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/batch%d", v, n), func(t *testing.T) {
+				m := peerModel(t, v)
+				s := newSession(t, m, n)
+				defer s.close()
+				x := randInput(n*m.InputLen(), 5)
+				want := s.run(t, x)
+				got := make([]float32, n*38)
+				if err := model.NewClassifier(m, model.Options{}).Probabilities(context.Background(), x, n, got); err != nil {
+					t.Fatal(err)
+				}
+				d := 0.0
+				for i := range got {
+					d = math.Max(d, math.Abs(float64(got[i]-want[i])))
+				}
+				t.Logf("max |ours − onnxruntime| = %.3g", d)
+				if d > 1e-4 {
+					t.Errorf("probabilities differ by %g > 1e-4", d)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkVsONNXRuntime runs our engine and onnxruntime on the same
+// exported weights and input, in alternating blocks in one process, and reports
+// ms/image for each and the ratio (below 1: ours is faster).
+func BenchmarkVsONNXRuntime(b *testing.B) {
+	needORT(b)
+	fmt.Println("blas:", model.BLASInfo(), "onnxruntime:", ort.GetVersion(), "threads:", runtime.NumCPU())
+	for _, v := range model.Variants() {
+		for _, n := range []int{1, 8} {
+			b.Run(fmt.Sprintf("%s/batch%d", v, n), func(b *testing.B) {
+				m := peerModel(b, v)
+				s := newSession(b, m, n)
+				defer s.close()
+				x := randInput(n*m.InputLen(), 1)
+				c := model.NewClassifier(m, model.Options{MaxBatch: n})
+				probs := make([]float32, n*38)
+				ctx := context.Background()
+				// In blocks, not alternating: each library's idle threads spin
+				// for a while after a call and would slow the other's next one.
+				var ours, peer time.Duration
+				b.ResetTimer()
+				for i := 0; i < b.N; i += 5 {
+					k := min(5, b.N-i)
+					c.Probabilities(ctx, x, n, probs) // warm after the switch
+					t0 := time.Now()
+					for range k {
+						c.Probabilities(ctx, x, n, probs)
+					}
+					ours += time.Since(t0)
+					s.run(b, x)
+					t1 := time.Now()
+					for range k {
+						s.run(b, x)
+					}
+					peer += time.Since(t1)
+				}
+				imgs := float64(b.N * n)
+				b.ReportMetric(float64(ours.Microseconds())/1000/imgs, "ours_ms/image")
+				b.ReportMetric(float64(peer.Microseconds())/1000/imgs, "ort_ms/image")
+				b.ReportMetric(float64(ours)/float64(peer), "ratio_ours/ort")
+			})
+		}
+	}
+}

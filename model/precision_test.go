@@ -1,0 +1,193 @@
+package model
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestToBF16RoundsToNearestEven(t *testing.T) {
+	for _, tc := range []struct {
+		in   float32
+		want uint16
+	}{
+		{1, 0x3f80},
+		{-2, 0xc000},
+		{math.Float32frombits(0x3f808000), 0x3f80}, // tie, even stays
+		{math.Float32frombits(0x3f818000), 0x3f82}, // tie, odd rounds up
+		{math.Float32frombits(0x3f808001), 0x3f81}, // above the tie
+		{float32(math.Inf(1)), 0x7f80},
+	} {
+		if got := toBF16(tc.in); got != tc.want {
+			t.Errorf("toBF16(%v) = %#x, want %#x", tc.in, got, tc.want)
+		}
+	}
+	if nan := fromBF16(toBF16(float32(math.NaN()))); nan == nan {
+		t.Error("NaN lost")
+	}
+}
+
+// TestQuantizedFCMatchesReference: the C kernels (or, without cgo, the Go
+// fallback) against the scalar reference, for batch sizes around the
+// kernel's 4-image groups and an input length that leaves a tail; and both
+// within the precision's error of the fp32 layer.
+func TestQuantizedFCMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const out, in = 70, 1000 + 7
+	w := make([]float32, out*in)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64()) * 0.05
+	}
+	bias := make([]float32, out)
+	for i := range bias {
+		bias[i] = float32(rng.NormFloat64())
+	}
+	for _, p := range []Precision{BF16, INT8} {
+		q := quantizeFC(p, w, out, in)
+		for _, n := range []int{1, 2, 3, 4, 5, 9} {
+			x := make([]float32, n*in)
+			for i := range x {
+				x[i] = max(0, float32(rng.NormFloat64())) // post-ReLU activations
+			}
+			ref, got, exact := make([]float32, n*out), make([]float32, n*out), make([]float32, n*out)
+			fcForwardQRef(q, n, x, bias, ref, 0, out)
+			fcQuantized(q, n, x, bias, got, 0, 37) // two row ranges, as split over cores
+			fcQuantized(q, n, x, bias, got, 37, out)
+			fcForward(n, in, out, x, w, bias, exact)
+			var kernelErr, precErr float64
+			for i := range ref {
+				kernelErr = math.Max(kernelErr, math.Abs(float64(got[i]-ref[i])))
+				precErr = math.Max(precErr, math.Abs(float64(got[i]-exact[i])))
+			}
+			if kernelErr > 1e-4 {
+				t.Errorf("%s batch %d: kernel differs from the reference by %g", p, n, kernelErr)
+			}
+			// |y| is about 1: bf16 keeps 8 bits, int8 7 per row.
+			if limit := map[Precision]float64{BF16: 0.02, INT8: 0.05}[p]; precErr > limit || precErr == 0 {
+				t.Errorf("%s batch %d: %g from fp32 (limit %g)", p, n, precErr, limit)
+			}
+		}
+	}
+}
+
+// TestReducedPrecisionClassifier: a classifier in each precision runs the
+// whole network, quantizes only the large FC layers, allocates nothing
+// warm, and stays close to fp32.
+func TestReducedPrecisionClassifier(t *testing.T) {
+	m, _ := NewRandom(TorchVision, 38, 5)
+	x := randInput(rand.New(rand.NewPCG(7, 7)), 3*m.InputLen())
+	ref := make([]float32, 3*38)
+	NewClassifier(m, Options{}).Probabilities(context.Background(), x, 3, ref)
+	for _, p := range []Precision{FP32, BF16, INT8} {
+		c := NewClassifier(m, Options{Precision: p})
+		if p == FP32 {
+			if c.q != nil {
+				t.Fatal("fp32 quantized something")
+			}
+			got := make([]float32, 3*38)
+			c.Probabilities(context.Background(), x, 3, got)
+			if a := testing.AllocsPerRun(3, func() { c.Probabilities(context.Background(), x, 3, got) }); a != 0 {
+				t.Errorf("fp32: %v allocations per inference", a)
+			}
+			continue
+		}
+		if n := len(c.q); n != len(m.Spec.Layers) || c.q[len(c.q)-1] != nil {
+			t.Fatalf("%s: the last layer is quantized", p)
+		}
+		got := make([]float32, 3*38)
+		if err := c.Probabilities(context.Background(), x, 3, got); err != nil {
+			t.Fatal(err)
+		}
+		d := 0.0
+		for i := range got {
+			d = math.Max(d, math.Abs(float64(got[i]-ref[i])))
+		}
+		t.Logf("%s: largest probability difference from fp32 %.3g (%s)", p, d, c.Engine())
+		if limit := map[Precision]float64{BF16: 0.01, INT8: 0.1}[p]; d > limit || d == 0 {
+			t.Errorf("%s: probabilities differ by %g", p, d)
+		}
+		if a := testing.AllocsPerRun(3, func() { c.Probabilities(context.Background(), x, 3, got) }); a != 0 {
+			t.Errorf("%s: %v allocations per inference", p, a)
+		}
+	}
+	if _, err := ParsePrecision("fp16"); err == nil {
+		t.Error("fp16 accepted")
+	}
+}
+
+// TestConvBatchMatchesReference: the batched, parallel convolution against
+// the one-image reference, for every conv layer of both variants and batch
+// sizes below, at and above the images that share one GEMM.
+func TestConvBatchMatchesReference(t *testing.T) {
+	for _, v := range Variants() {
+		m, _ := NewRandom(v, 38, 2)
+		rng := rand.New(rand.NewPCG(5, 6))
+		for i, l := range m.Spec.Layers {
+			if l.Kind != Conv {
+				continue
+			}
+			in, out := m.shapes[i], m.shapes[i+1]
+			w, b := m.Params[l.Name+".weight"].Data, m.Params[l.Name+".bias"].Data
+			for _, n := range []int{1, 3, 8, 11} {
+				x := make([]float32, n*in.Len())
+				for k := range x {
+					x[k] = max(0, float32(rng.NormFloat64()))
+				}
+				col, tmp := convBuffers(&l, in, out, n)
+				got := make([]float32, n*out.Len())
+				convForwardBatch(&l, in, out, n, x, w, b, got, make([]float32, col), make([]float32, tmp))
+				ref := make([]float32, out.Len())
+				refCol := make([]float32, in.C/l.Groups*l.Kernel*l.Kernel*out.H*out.W)
+				for j := 0; j < n; j++ {
+					convForward(&l, in, out, x[j*in.Len():], w, b, ref, refCol)
+					for k, r := range ref {
+						g := got[j*out.Len()+k]
+						if d := math.Abs(float64(g - r)); d > 1e-4*(1+math.Abs(float64(r))) {
+							t.Fatalf("%s %s batch %d image %d [%d]: %g, reference %g (per pass %d)", v, l.Name, n, j, k, g, r, convImagesPerPass(&l, in, out, n))
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestSgemmParMatchesSgemm: the split GEMM equals the whole one for every
+// transpose combination and for splits by rows and by columns.
+func TestSgemmParMatchesSgemm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, shape := range [][3]int{{300, 40, 200}, {40, 300, 200}, {2304, 169, 256}} {
+		m, n, k := shape[0], shape[1], shape[2]
+		for _, ta := range []bool{false, true} {
+			for _, tb := range []bool{false, true} {
+				a, b := make([]float32, m*k), make([]float32, k*n)
+				for i := range a {
+					a[i] = float32(rng.NormFloat64())
+				}
+				for i := range b {
+					b[i] = float32(rng.NormFloat64())
+				}
+				lda, ldb := k, n
+				if ta {
+					lda = m
+				}
+				if tb {
+					ldb = k
+				}
+				want, got := make([]float32, m*n), make([]float32, m*n)
+				for i := range want {
+					want[i] = float32(i % 7)
+					got[i] = want[i]
+				}
+				sgemm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0.5, want, n)
+				sgemmPar(ta, tb, m, n, k, 1, a, lda, b, ldb, 0.5, got, n)
+				for i := range want {
+					if math.Abs(float64(want[i]-got[i])) > 1e-3 {
+						t.Fatalf("%dx%dx%d transA=%v transB=%v: [%d] %g, whole %g", m, n, k, ta, tb, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
