@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,12 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"gocv.io/x/gocv"
 
-	"github.com/leafwatch/leafwatch/internal/mqtttest"
 	"github.com/leafwatch/leafwatch/model"
 )
 
@@ -60,6 +61,29 @@ func newRig(t *testing.T, o rigOptions) *testRig {
 	if o.camera == "" {
 		o.camera = "    interval: 200ms\n    decision: {threshold: 0.5, k: 2, n: 3, cooldown: 1ms}\n"
 	}
+	// The ports come from freeAddr and another test process may take one
+	// before the daemon binds it: such a start is retried on new ports.
+	r.stopped = true
+	t.Cleanup(func() { r.stop(t) })
+	for attempt := 1; ; attempt++ {
+		err := r.configure(t, o)
+		if err == nil {
+			err = r.tryStart(t)
+		}
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
+		t.Logf("retrying on other ports: %v", err)
+	}
+	return r
+}
+
+// configure writes the rig's config on fresh ports.
+func (r *testRig) configure(t *testing.T, o rigOptions) error {
+	t.Helper()
 	brokerAddr, httpAddr := freeAddr(t), freeAddr(t)
 	r.broker, r.http, r.cameraURI = "tcp://"+brokerAddr, httpAddr, o.source
 	brokerCfg := fmt.Sprintf("broker: embedded\nembedded_broker: {address: %s}\n", brokerAddr)
@@ -70,29 +94,54 @@ func newRig(t *testing.T, o rigOptions) *testRig {
 		"cameras:\n  - name: bench1\n    source: %s\n%s", r.ckpt, filepath.Join(r.dir, "state"), httpAddr, brokerCfg, o.yaml, o.source, o.camera)
 	cfg, err := ParseConfig("rig.yaml", []byte(yaml))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	r.cfg = cfg
 	if o.before != nil {
 		o.before(cfg.StateDir)
 	}
-	r.start(t)
-	t.Cleanup(func() { r.stop(t) })
-	return r
+	return nil
 }
 
 func (r *testRig) start(t *testing.T) {
 	t.Helper()
+	if err := r.tryStart(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryStart starts the daemon and waits until it is ready and connected;
+// a daemon that stops first returns its error.
+func (r *testRig) tryStart(t *testing.T) error {
+	t.Helper()
 	d, err := New(r.cfg, slog.New(slog.NewTextHandler(r.logs, nil)))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	r.d, r.stopped = d, false
 	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel, r.done = cancel, make(chan error, 1)
-	go func() { r.done <- d.Run(ctx) }()
+	done := make(chan error, 1)
+	r.cancel, r.done = cancel, done
+	go func() { done <- d.Run(ctx) }()
 	// ready is set (atomically) after the publisher exists.
-	mqtttest.WaitFor(t, 20*time.Second, "the daemon to connect", func() bool { return d.ready.Load() && d.pub.Connected() })
+	deadline := time.Now().Add(20 * time.Second)
+	for !(d.ready.Load() && d.pub.Connected()) {
+		select {
+		case err := <-done:
+			r.stopped = true
+			cancel()
+			if err == nil {
+				err = errors.New("the daemon stopped before it was ready")
+			}
+			return fmt.Errorf("daemon start: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			log := r.logs.String()
+			return fmt.Errorf("timed out after 20s waiting for the daemon to connect; end of its log:\n%s", log[max(0, len(log)-4000):])
+		}
+	}
+	return nil
 }
 
 func (r *testRig) stop(t *testing.T) {

@@ -63,6 +63,9 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 			t.Fatal(err)
 		}
 		for tname, tyaml := range tilings {
+			if tname == "tiles" && os.Getenv("LEAFWATCH_EMULATED") != "" {
+				continue // 15 AlexNet passes per case: the host runs them; whole frames suffice here
+			}
 			t.Run(tc.name+"/"+tname, func(t *testing.T) {
 				yaml := fmt.Sprintf("device: id\nmodel: %s\nstate_dir: %s\nlisten: 127.0.0.1:0\nbroker: embedded\nembedded_broker: {address: 127.0.0.1:0}\ntop_k: %d\n"+
 					"cameras:\n  - name: c1\n    source: folder://%s\n%s", ckpt, t.TempDir(), len(labels), filepath.Dir(frame), tyaml)

@@ -198,7 +198,11 @@ func TestReloadBookkeeping(t *testing.T) {
 
 	// Rate limit: three reloads asked at once with a 1 s minimum interval
 	// make two loads (one now, one for the rest), spaced by the interval.
+	// Reload reads the interval under reloads.mu; the file watcher may be
+	// reloading at this moment.
+	r.d.reloads.mu.Lock()
 	r.d.cfg.ReloadMinInterval = time.Second
+	r.d.reloads.mu.Unlock()
 	okBefore := counter(t, r, "leafwatch_model_reloads_total")
 	start := time.Now()
 	errs := make(chan error, 3)

@@ -52,20 +52,7 @@ func TestONNXImportExternalDataAndRefusals(t *testing.T) {
 	var ext bytes.Buffer
 	var g pbuf
 	om, _ := parseONNX(must(m.ExportONNX()))
-	for _, n := range om.Graph.Nodes {
-		var attrs [][]byte
-		for name, a := range n.Attrs {
-			switch a.Kind {
-			case 1:
-				attrs = append(attrs, attrFloat(name, a.F))
-			case 2:
-				attrs = append(attrs, attrInt(name, a.I))
-			case 7:
-				attrs = append(attrs, attrInts(name, a.Ints...))
-			}
-		}
-		g = g.bytes(1, nodePB(n.Op, n.Name, n.Inputs, n.Outputs, attrs...))
-	}
+	g = appendNodes(g, om)
 	for _, it := range om.Graph.Inits {
 		var p pbuf
 		p = p.packedInts(1, it.Dims).varint(2, 1).str(8, it.Name).varint(14, 1)
@@ -212,21 +199,7 @@ func TestONNXImportSaysWhenInputSizeChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	graph := func(side int) []byte {
-		var g pbuf
-		for _, n := range om.Graph.Nodes {
-			var attrs [][]byte
-			for name, a := range n.Attrs {
-				switch a.Kind {
-				case 1:
-					attrs = append(attrs, attrFloat(name, a.F))
-				case 2:
-					attrs = append(attrs, attrInt(name, a.I))
-				case 7:
-					attrs = append(attrs, attrInts(name, a.Ints...))
-				}
-			}
-			g = g.bytes(1, nodePB(n.Op, n.Name, n.Inputs, n.Outputs, attrs...))
-		}
+		g := appendNodes(nil, om)
 		for _, it := range om.Graph.Inits {
 			var p pbuf
 			g = g.bytes(5, p.packedInts(1, it.Dims).varint(2, 1).str(8, it.Name).bytes(9, it.Raw))
@@ -249,4 +222,24 @@ func TestONNXImportSaysWhenInputSizeChanges(t *testing.T) {
 	if len(own.Notes) != 0 {
 		t.Errorf("notes for a 227×227 graph: %q", own.Notes)
 	}
+}
+
+// appendNodes re-encodes a parsed graph's nodes, for tests that rebuild a
+// graph around them.
+func appendNodes(g pbuf, om *onnxModel) pbuf {
+	for _, n := range om.Graph.Nodes {
+		var attrs [][]byte
+		for name, a := range n.Attrs {
+			switch a.Kind {
+			case 1:
+				attrs = append(attrs, attrFloat(name, a.F))
+			case 2:
+				attrs = append(attrs, attrInt(name, a.I))
+			case 7:
+				attrs = append(attrs, attrInts(name, a.Ints...))
+			}
+		}
+		g = g.bytes(1, nodePB(n.Op, n.Name, n.Inputs, n.Outputs, attrs...))
+	}
+	return g
 }

@@ -95,7 +95,10 @@ var (
 	poolOnce  sync.Once
 	poolJobs  chan piece
 	poolWidth int
-	wgPool    = sync.Pool{New: func() any { return new(sync.WaitGroup) }}
+	// wgFree holds the WaitGroups of splits in flight. A free list, not a
+	// sync.Pool: a pool may drop what it holds at any GC (and randomly
+	// under -race), which would allocate in the middle of an inference.
+	wgFree chan *sync.WaitGroup
 )
 
 // workers is how many pieces a kernel is split into: GOMAXPROCS, read once.
@@ -104,6 +107,10 @@ func workers() int {
 		poolWidth = runtime.GOMAXPROCS(0)
 		blasSingleThread()
 		poolJobs = make(chan piece, 4*poolWidth)
+		wgFree = make(chan *sync.WaitGroup, 64)
+		for range cap(wgFree) {
+			wgFree <- new(sync.WaitGroup)
+		}
 		for i := 1; i < poolWidth; i++ { // the caller runs a piece too
 			go func() {
 				for p := range poolJobs {
@@ -123,7 +130,12 @@ func runPieces(pieces []piece) {
 		pieces[0].run()
 		return
 	}
-	wg := wgPool.Get().(*sync.WaitGroup)
+	var wg *sync.WaitGroup
+	select {
+	case wg = <-wgFree:
+	default: // more splits in flight than the list holds
+		wg = new(sync.WaitGroup)
+	}
 	wg.Add(len(pieces) - 1)
 	for i := 1; i < len(pieces); i++ {
 		pieces[i].wg = wg
@@ -131,7 +143,10 @@ func runPieces(pieces []piece) {
 	}
 	pieces[0].run()
 	wg.Wait()
-	wgPool.Put(wg)
+	select {
+	case wgFree <- wg:
+	default:
+	}
 }
 
 // minSplitFlops: below this a GEMM runs whole; splitting costs more than

@@ -13,6 +13,9 @@ export GST_REGISTRY=${XDG_CACHE_HOME:-$HOME/.cache}/leafwatch/gst-registry-$(bas
 # -tags cuda binaries find the sysroot's link stub of libcuda.so.1, whose
 # cuInit fails as on a board without a GPU (engine auto picks the CPU).
 export LD_LIBRARY_PATH=/usr/lib/aarch64-linux-gnu/stubs
+# Tests that repeat host-checked work with many full AlexNet passes run a
+# smaller set under emulation (qemu is 10–30× slower).
+export LEAFWATCH_EMULATED=qemu
 # Tests that start their own binary again (kill -9 tests) go through qemu too.
 export LEAFWATCH_SELF_EXEC="qemu-aarch64-static -L $LEAFWATCH_SYSROOT"
 exec qemu-aarch64-static -L "$LEAFWATCH_SYSROOT" "$@"
