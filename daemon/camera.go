@@ -101,11 +101,15 @@ func (c *camRunner) sample(ctx context.Context, force bool) error {
 	}
 	d := c.decide(inf, at)
 	jpeg, err := c.record(inf, d, at)
-	if err != nil {
-		return err
+	if err == nil {
+		c.publish(inf.m, d, jpeg, at)
 	}
-	c.publish(inf.m, d, jpeg, at)
-	return nil
+	// Nothing here may still point at the model when the engine is
+	// released: the release may free a replaced model's weights (GC).
+	box := inf.engine
+	inf = inference{}
+	box.release()
+	return err
 }
 
 // grab copies the newest frame; without force, one already sampled is a
@@ -126,15 +130,27 @@ func (c *camRunner) grab(force bool) (time.Time, error) {
 
 // inference is what the model said about a frame's regions.
 type inference struct {
-	m     *model.Model
-	boxes []image.Rectangle
-	preds []model.Prediction
+	m      *model.Model
+	boxes  []image.Rectangle
+	preds  []model.Prediction
+	engine *engineBox // in use until release
 }
+
+// release ends the sample's use of the engine.
+func (inf *inference) release() { inf.engine.release() }
 
 // infer preprocesses the frame (and its tiles) and classifies them as one
 // batch, falling back to the CPU if the engine reports it has failed.
-func (c *camRunner) infer(ctx context.Context) (inference, error) {
-	clf := c.d.engine()
+// The engine stays counted in use until the sample ends (inf.release):
+// decide, record and publish still read the model it served.
+func (c *camRunner) infer(ctx context.Context) (inf inference, err error) {
+	box := c.d.acquireEngine()
+	defer func() {
+		if err != nil {
+			box.release()
+		}
+	}()
+	clf := box.e
 	m := clf.Model()
 	key := vision.Preprocess{InputSize: m.Meta.InputSize, Resize: m.Meta.Resize, Mean: m.Meta.Mean, Std: m.Meta.Std}
 	if c.pp == nil || c.ppKey != key {
@@ -155,7 +171,9 @@ func (c *camRunner) infer(ctx context.Context) (inference, error) {
 	t0 := time.Now()
 	preds, err := c.d.classify(ctx, clf, batch, len(boxes))
 	if errors.Is(err, model.ErrEngineFailed) && c.d.fallBack(clf, err) {
-		clf = c.d.engine()
+		box.release()
+		box = c.d.acquireEngine()
+		clf = box.e
 		preds, err = c.d.classify(ctx, clf, batch, len(boxes))
 	}
 	if err != nil {
@@ -163,7 +181,7 @@ func (c *camRunner) infer(ctx context.Context) (inference, error) {
 	}
 	c.d.met.observeInference(time.Since(t0))
 	c.d.met.samples.WithLabelValues(c.cfg.Name).Inc()
-	return inference{m: clf.Model(), boxes: boxes, preds: preds}, nil
+	return inference{m: clf.Model(), boxes: boxes, preds: preds, engine: box}, nil
 }
 
 // decision is the camera's answer for one sample and the events it caused.

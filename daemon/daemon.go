@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/model/gpu"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/vision"
@@ -49,12 +48,6 @@ type restoredEvent struct {
 	cam *camRunner
 	e   Event
 }
-
-// engineBox lets an interface live in an atomic.Pointer.
-type engineBox struct{ e model.Engine }
-
-// engine is the engine serving now.
-func (d *Daemon) engine() model.Engine { return d.clf.Load().e }
 
 // mono is the time since start on the monotonic clock: liveness and rate
 // limits must not jump with the wall clock (an NTP step on a board that

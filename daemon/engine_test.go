@@ -93,7 +93,7 @@ func TestEngineFailureFallsBackToCPU(t *testing.T) {
 	// Replace the engine New chose with one that fails after 3 samples
 	// (the probe inference of a reload counts as one).
 	fe := &failingEngine{inner: d.engine(), after: 3}
-	d.clf.Store(&engineBox{fe})
+	d.clf.Store(newEngineBox(fe))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()

@@ -18,6 +18,7 @@ type metrics struct {
 	inference  prometheus.Histogram
 	reloadOK   prometheus.Counter
 	reloadFail prometheus.Counter
+	reloading  prometheus.Gauge
 	modelInfo  *prometheus.GaugeVec
 	engineInfo *prometheus.GaugeVec
 	lastInfNS  atomic.Int64
@@ -34,12 +35,13 @@ func newMetrics() *metrics {
 		inference:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "leafwatch_inference_seconds", Help: "Inference latency per frame (all tiles).", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		reloadOK:   prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_model_reloads_total", Help: "Successful model reloads."}),
 		reloadFail: prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_model_reload_failures_total", Help: "Refused model reloads."}),
+		reloading:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "leafwatch_model_reload_in_progress", Help: "1 while a model is being loaded (old and new weights both in memory)."}),
 		modelInfo:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leafwatch_model_info", Help: "The model version serving (value 1)."}, []string{"version"}),
 		engineInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leafwatch_engine_info", Help: "The inference engine serving (value 1)."}, []string{"engine"}),
 		engineFallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_engine_fallbacks_total",
 			Help: "Times a failed engine (a lost CUDA context) was replaced by the CPU engine."}),
 	}
-	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.modelInfo, m.engineInfo, m.engineFallbacks,
+	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.reloading, m.modelInfo, m.engineInfo, m.engineFallbacks,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -88,6 +88,7 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				inf.release()
 				daemonX, _, err := c.pp.Run(c.frame)
 				if err != nil {
 					t.Fatal(err)

@@ -317,6 +317,13 @@ func metricValue(addr, name string) float64 {
 	return v
 }
 
+// heapFigures reads the Go runtime's memory figures from /metrics.
+func heapFigures(addr string) string {
+	mb := func(n string) float64 { return metricValue(addr, n) / (1 << 20) }
+	return fmt.Sprintf("Go heap in use %.0f MB, idle not returned %.0f MB, runtime total %.0f MB",
+		mb("go_memstats_heap_inuse_bytes"), mb("go_memstats_heap_idle_bytes")-mb("go_memstats_heap_released_bytes"), mb("go_memstats_sys_bytes"))
+}
+
 // TestRSSAfterReloads: ten model reloads under load leave the daemon's
 // resident memory within 10% of its steady state (old weights are released
 // at once, not kept two or three times over).
@@ -333,6 +340,7 @@ func TestRSSAfterReloads(t *testing.T) {
 	mqtttest.WaitFor(t, 60*time.Second, "samples", func() bool { return metricValue(httpAddr, `leafwatch_frames_classified_total{camera="bench1"}`) >= 5 })
 	time.Sleep(2 * time.Second)
 	steady := rssKB(t, d.Process.Pid)
+	t.Logf("steady: %s", heapFigures(httpAddr))
 	for i := 1; i <= 10; i++ {
 		writeConstantModel(t, ckpt, i%4)
 		d.Process.Signal(syscall.SIGHUP)
@@ -341,9 +349,14 @@ func TestRSSAfterReloads(t *testing.T) {
 		})
 	}
 	peak := rssKB(t, d.Process.Pid)
+	// A reload started by the file watcher (it saw a file written before
+	// its SIGHUP) may still hold both models: wait for it to end.
+	mqtttest.WaitFor(t, 60*time.Second, "no reload running", func() bool {
+		return metricValue(httpAddr, "leafwatch_model_reload_in_progress") == 0
+	})
 	time.Sleep(3 * time.Second)
 	after := rssKB(t, d.Process.Pid)
-	t.Logf("RSS: steady %d MB, right after 10 reloads %d MB, 3 s later %d MB", steady>>10, peak>>10, after>>10)
+	t.Logf("RSS: steady %d MB, right after 10 reloads %d MB, 3 s later %d MB (%s)", steady>>10, peak>>10, after>>10, heapFigures(httpAddr))
 	stopDaemon(t, d)
 	if float64(after) > 1.10*float64(steady) {
 		t.Errorf("RSS %d MB after 10 reloads, steady state %d MB: more than 10%% above", after>>10, steady>>10)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -50,7 +49,7 @@ func (d *Daemon) loadModel() error {
 		return fmt.Errorf("model %s: test inference failed: %w", d.cfg.Model, err)
 	}
 	d.reloads.swap.Lock()
-	old := d.clf.Swap(&engineBox{c})
+	old := d.clf.Swap(newEngineBox(c))
 	d.reloads.swap.Unlock()
 	d.reloads.mu.Lock()
 	d.reloads.modelMod = st.ModTime()
@@ -73,11 +72,9 @@ func (d *Daemon) loadModel() error {
 		d.log.Warn("THE MODEL'S CLASS SET CHANGED: labels in states and alerts change with it; dashboards keyed on labels need updating",
 			"classes_before", len(prev.Meta.Labels), "classes_now", len(m.Meta.Labels), "added", added, "removed", removed)
 	}
-	// Samples in flight finish on the old engine or get its "closed"
-	// error; nothing else refers to it once swapped.
-	old.e.Close()
-	old = nil
-	debug.FreeOSMemory()
+	// Samples in flight finish on the old engine; the last of them frees
+	// it (and its memory goes back to the OS then).
+	old.retire()
 	if d.pub != nil {
 		d.publishModelInfo(changed)
 		if changed {
@@ -116,7 +113,12 @@ func (d *Daemon) publishModelInfo(labelsChanged bool) {
 // and /readyz. Reloads run one at a time, at most one per
 // reload_min_interval; a request made while another waits or runs is
 // answered by the next reload that starts after it.
-func (d *Daemon) Reload(why string) error {
+func (d *Daemon) Reload(why string) error { return d.reload(why, nil) }
+
+// reload is Reload; a non-nil needed is asked once this request's turn
+// has come, and false ends it without loading (the file watcher: a reload
+// that ran meanwhile may already have loaded the file that changed).
+func (d *Daemon) reload(why string, needed func() bool) error {
 	r := &d.reloads
 	r.mu.Lock()
 	asked := r.started
@@ -133,6 +135,9 @@ func (d *Daemon) Reload(why string) error {
 	}
 	wait := d.cfg.ReloadMinInterval - time.Since(r.lastAt)
 	r.mu.Unlock()
+	if needed != nil && !needed() {
+		return nil
+	}
 	if !r.lastAt.IsZero() && wait > 0 {
 		d.log.Info("model reload waits for reload_min_interval", "trigger", why, "wait", wait.Round(time.Millisecond))
 		time.Sleep(wait)
@@ -141,7 +146,9 @@ func (d *Daemon) Reload(why string) error {
 	r.started++
 	r.lastAt = time.Now()
 	r.mu.Unlock()
+	d.met.reloading.Set(1)
 	err := d.loadModel()
+	d.met.reloading.Set(0)
 	r.mu.Lock()
 	r.lastErr = err
 	r.mu.Unlock()
@@ -170,7 +177,13 @@ func (d *Daemon) watchModelFile(ctx context.Context) {
 		if changed {
 			// Wait for a writer that is still copying before reading.
 			time.Sleep(time.Second)
-			if d.Reload("file changed") != nil {
+			unseen := func() bool {
+				now, err := os.Stat(d.cfg.Model)
+				d.reloads.mu.Lock()
+				defer d.reloads.mu.Unlock()
+				return err == nil && !now.ModTime().Equal(d.reloads.modelMod)
+			}
+			if d.reload("file changed", unseen) != nil {
 				d.reloads.mu.Lock()
 				d.reloads.modelMod = st.ModTime()
 				d.reloads.mu.Unlock()
@@ -194,14 +207,14 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 	}
 	m := failed.Model()
 	cpu := model.NewClassifier(m, d.cpuOptions())
-	d.clf.Store(&engineBox{cpu})
+	old := d.clf.Swap(newEngineBox(cpu))
 	why := fmt.Sprintf("%s failed at %s (%v); serving on %s until the next model reload or restart",
 		failed.Engine(), time.Now().UTC().Format(time.RFC3339), cause, cpu.Engine())
 	d.fallback.Store(why)
 	d.met.engineFallbacks.Inc()
 	d.met.setEngine(cpu.Engine())
 	d.log.Error("inference engine failed; falling back to the CPU", "failed", failed.Engine(), "err", cause, "now", cpu.Engine())
-	go failed.Close()
+	old.retire() // closed when the samples using it (the caller's included) end
 	return true
 }
 
