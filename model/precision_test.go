@@ -77,18 +77,22 @@ func TestQuantizedFCMatchesReference(t *testing.T) {
 // warm, and stays close to fp32.
 func TestReducedPrecisionClassifier(t *testing.T) {
 	m, _ := NewRandom(TorchVision, 38, 5)
-	x := randInput(rand.New(rand.NewPCG(7, 7)), 3*m.InputLen())
-	ref := make([]float32, 3*38)
-	NewClassifier(m, Options{}).Probabilities(context.Background(), x, 3, ref)
+	n, runs := 3, 3
+	if os.Getenv("LEAFWATCH_EMULATED") != "" {
+		n, runs = 1, 1 // each AlexNet pass takes seconds under qemu
+	}
+	x := randInput(rand.New(rand.NewPCG(7, 7)), n*m.InputLen())
+	ref := make([]float32, n*38)
+	NewClassifier(m, Options{}).Probabilities(context.Background(), x, n, ref)
 	for _, p := range []Precision{FP32, BF16, INT8} {
 		c := NewClassifier(m, Options{Precision: p})
 		if p == FP32 {
 			if c.q != nil {
 				t.Fatal("fp32 quantized something")
 			}
-			got := make([]float32, 3*38)
-			c.Probabilities(context.Background(), x, 3, got)
-			if a := testing.AllocsPerRun(3, func() { c.Probabilities(context.Background(), x, 3, got) }); a != 0 {
+			got := make([]float32, n*38)
+			c.Probabilities(context.Background(), x, n, got)
+			if a := testing.AllocsPerRun(runs, func() { c.Probabilities(context.Background(), x, n, got) }); a != 0 {
 				t.Errorf("fp32: %v allocations per inference", a)
 			}
 			continue
@@ -96,8 +100,8 @@ func TestReducedPrecisionClassifier(t *testing.T) {
 		if n := len(c.q); n != len(m.Spec.Layers) || c.q[len(c.q)-1] != nil {
 			t.Fatalf("%s: the last layer is quantized", p)
 		}
-		got := make([]float32, 3*38)
-		if err := c.Probabilities(context.Background(), x, 3, got); err != nil {
+		got := make([]float32, n*38)
+		if err := c.Probabilities(context.Background(), x, n, got); err != nil {
 			t.Fatal(err)
 		}
 		d := 0.0
@@ -108,7 +112,7 @@ func TestReducedPrecisionClassifier(t *testing.T) {
 		if limit := map[Precision]float64{BF16: 0.01, INT8: 0.1}[p]; d > limit || d == 0 {
 			t.Errorf("%s: probabilities differ by %g", p, d)
 		}
-		if a := testing.AllocsPerRun(3, func() { c.Probabilities(context.Background(), x, 3, got) }); a != 0 {
+		if a := testing.AllocsPerRun(runs, func() { c.Probabilities(context.Background(), x, n, got) }); a != 0 {
 			t.Errorf("%s: %v allocations per inference", p, a)
 		}
 	}
