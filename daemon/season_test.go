@@ -177,11 +177,9 @@ func TestReloadBookkeeping(t *testing.T) {
 		t.Errorf("readyz does not show the refused reload: %s", ready)
 	}
 	modelWithLabels(t, r.ckpt, []string{"Apple___Apple_scab", "Apple___healthy", "Grape___Black_rot"})
-	t0 := time.Now()
 	if err := r.d.Reload("test"); err != nil {
 		t.Fatal(err)
 	}
-	oneReload := time.Since(t0)
 	if _, ready := r.get(t, "/readyz"); strings.Contains(ready, "last_reload_error") {
 		t.Errorf("readyz still shows the old reload error after a good reload: %s", ready)
 	}
@@ -219,11 +217,12 @@ func TestReloadBookkeeping(t *testing.T) {
 	if n := counter(t, r, "leafwatch_model_reloads_total") - okBefore; n > 2 {
 		t.Errorf("%v reloads for a burst of 3 requests, want at most 2", n)
 	}
-	// Two loads and the interval between them; three loads would take a
-	// further load and interval. Measured against one reload on this
-	// machine, so a slow board or qemu does not fail it.
-	if took, limit := time.Since(start), 2*oneReload+time.Second+oneReload/2+500*time.Millisecond; took > limit {
-		t.Errorf("the burst took %v; one reload took %v, so two with the interval should take under %v", took, oneReload, limit)
+	// The interval holds between the two loads (a lower bound: no
+	// upper bound on time here, CI machines stall).
+	if n := counter(t, r, "leafwatch_model_reloads_total") - okBefore; n == 2 {
+		if took := time.Since(start); took < time.Second-50*time.Millisecond {
+			t.Errorf("two reloads in %v, less than reload_min_interval (1s) apart", took)
+		}
 	}
 }
 
