@@ -42,8 +42,11 @@ func newBatcher() *batcher {
 	return &batcher{in: make(chan *classifyReq), maxImgs: mergedBatch}
 }
 
-// classify runs a request through the batcher; ctx ends the wait (the
-// engine call itself is not interrupted).
+// classify runs a request through the batcher; ctx ends the wait to be
+// accepted. An accepted request is always answered (the engine call runs
+// under the capture context, so it too ends early at shutdown), and
+// classify waits for the answer: the caller's images and its hold on the
+// engine must outlive the engine call that reads them.
 func (b *batcher) classify(ctx context.Context, e model.Engine, x []float32, n, topK int) ([]model.Prediction, error) {
 	r := &classifyReq{e: e, x: x, n: n, topK: topK, il: e.Model().InputLen(), done: make(chan classifyRes, 1)}
 	select {
@@ -51,12 +54,8 @@ func (b *batcher) classify(ctx context.Context, e model.Engine, x []float32, n, 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	select {
-	case res := <-r.done:
-		return res.preds, res.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	res := <-r.done
+	return res.preds, res.err
 }
 
 // run serves requests until ctx ends.
