@@ -133,15 +133,12 @@ type inference struct {
 	m      *model.Model
 	boxes  []image.Rectangle
 	preds  []model.Prediction
-	engine *engineBox // in use until release
+	engine *engineBox // counted in use until the sample releases it
 }
-
-// release ends the sample's use of the engine.
-func (inf *inference) release() { inf.engine.release() }
 
 // infer preprocesses the frame (and its tiles) and classifies them as one
 // batch, falling back to the CPU if the engine reports it has failed.
-// The engine stays counted in use until the sample ends (inf.release):
+// The engine stays counted in use until the sample ends (sample releases it):
 // decide, record and publish still read the model it served.
 func (c *camRunner) infer(ctx context.Context) (inf inference, err error) {
 	box := c.d.acquireEngine()

@@ -86,6 +86,5 @@ func (b *engineBox) free() {
 	b.e = nil // the box may outlive this call (a caller's stack); the weights must not
 	b.mu.Unlock()
 	e.Close()
-	e = nil
 	debug.FreeOSMemory()
 }

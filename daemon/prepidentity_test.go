@@ -88,7 +88,7 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				inf.release()
+				inf.engine.release()
 				daemonX, _, err := c.pp.Run(c.frame)
 				if err != nil {
 					t.Fatal(err)

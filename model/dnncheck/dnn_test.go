@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,16 +12,8 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/internal/peertest"
 )
-
-func randInput(n int, seed uint64) []float32 {
-	rng := rand.New(rand.NewPCG(seed, 3))
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	return x
-}
 
 // opencvNet loads our ONNX export into OpenCV DNN.
 func opencvNet(t testing.TB, m *model.Model) gocv.Net {
@@ -62,28 +53,11 @@ func TestOpenCVDNNAgrees(t *testing.T) {
 	for _, v := range model.Variants() {
 		for _, n := range []int{1, 3} {
 			t.Run(fmt.Sprintf("%s/batch%d", v, n), func(t *testing.T) {
-				m, err := model.NewRandom(v, 38, 12)
-				if err != nil {
-					t.Fatal(err)
-				}
-				// Random biases too, so a dropped bias would show.
-				rng := rand.New(rand.NewPCG(1, 1))
-				for name, p := range m.Params {
-					if len(p.Shape) == 1 {
-						for i := range p.Data {
-							p.Data[i] = float32(rng.NormFloat64()) * 0.05
-						}
-					}
-					_ = name
-				}
-				// Scale the last layer so the probabilities are not all ~1/38.
-				for i := range m.Params["classifier.6.weight"].Data {
-					m.Params["classifier.6.weight"].Data[i] *= 8
-				}
+				m := peertest.Model(t, v)
 				net := opencvNet(t, m)
 				defer net.Close()
 				s := m.Spec.InputSize
-				x := randInput(n*m.InputLen(), 5)
+				x := peertest.Input(n*m.InputLen(), 5)
 				want := opencvForward(t, net, x, n, s)
 				got := make([]float32, n*38)
 				if err := model.NewClassifier(m, model.Options{}).Probabilities(context.Background(), x, n, got); err != nil {
@@ -118,7 +92,7 @@ func BenchmarkVsOpenCVDNN(b *testing.B) {
 				net := opencvNet(b, m)
 				defer net.Close()
 				s := m.Spec.InputSize
-				x := randInput(n*m.InputLen(), 1)
+				x := peertest.Input(n*m.InputLen(), 1)
 				c := model.NewClassifier(m, model.Options{MaxBatch: n})
 				probs := make([]float32, n*38)
 				ctx := context.Background()

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/internal/peertest"
 )
 
 // LibEnv names the onnxruntime shared library; scripts/onnxruntime.sh
@@ -44,15 +44,6 @@ func needORT(t testing.TB) {
 	if ortReady != nil {
 		t.Skip("onnxruntime unavailable: ", ortReady)
 	}
-}
-
-func randInput(n int, seed uint64) []float32 {
-	rng := rand.New(rand.NewPCG(seed, 3))
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	return x
 }
 
 // session runs our ONNX export of m for batches of n in onnxruntime, with
@@ -109,27 +100,6 @@ func (s *session) close() {
 	s.out.Destroy()
 }
 
-// peerModel has random biases and a sharper last layer, so the
-// probabilities are not all near 1/38 and a dropped bias would show.
-func peerModel(t testing.TB, v model.Variant) *model.Model {
-	m, err := model.NewRandom(v, 38, 12)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 1))
-	for _, p := range m.Params {
-		if len(p.Shape) == 1 {
-			for i := range p.Data {
-				p.Data[i] = float32(rng.NormFloat64()) * 0.05
-			}
-		}
-	}
-	for i := range m.Params["classifier.6.weight"].Data {
-		m.Params["classifier.6.weight"].Data[i] *= 8
-	}
-	return m
-}
-
 // TestONNXRuntimeAgrees: both variants, exported to ONNX, give the same
 // probabilities in onnxruntime and in our engine.
 func TestONNXRuntimeAgrees(t *testing.T) {
@@ -137,10 +107,10 @@ func TestONNXRuntimeAgrees(t *testing.T) {
 	for _, v := range model.Variants() {
 		for _, n := range []int{1, 3} {
 			t.Run(fmt.Sprintf("%s/batch%d", v, n), func(t *testing.T) {
-				m := peerModel(t, v)
+				m := peertest.Model(t, v)
 				s := newSession(t, m, n)
 				defer s.close()
-				x := randInput(n*m.InputLen(), 5)
+				x := peertest.Input(n*m.InputLen(), 5)
 				want := s.run(t, x)
 				got := make([]float32, n*38)
 				if err := model.NewClassifier(m, model.Options{}).Probabilities(context.Background(), x, n, got); err != nil {
@@ -168,10 +138,10 @@ func BenchmarkVsONNXRuntime(b *testing.B) {
 	for _, v := range model.Variants() {
 		for _, n := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/batch%d", v, n), func(b *testing.B) {
-				m := peerModel(b, v)
+				m := peertest.Model(b, v)
 				s := newSession(b, m, n)
 				defer s.close()
-				x := randInput(n*m.InputLen(), 1)
+				x := peertest.Input(n*m.InputLen(), 1)
 				c := model.NewClassifier(m, model.Options{MaxBatch: n})
 				probs := make([]float32, n*38)
 				ctx := context.Background()
