@@ -38,7 +38,7 @@ type Options struct {
 	// OpenBLAS already uses every core for one inference.
 	Workers int
 	// Precision of the large fully connected layers' weights (fp32,
-	// bf16, int8); default fp32. See Precision.
+	// fp16, bf16, int8); default fp32. See Precision.
 	Precision Precision
 }
 
@@ -48,7 +48,7 @@ type Options struct {
 type Classifier struct {
 	m        *Model
 	prec     Precision
-	q        []*qfc // per layer: reduced-precision FC weights, or nil
+	q        []*qfc // per layer: the large FC layers' streaming weights, or nil
 	maxBatch int
 	idle     chan *runner
 	slots    chan struct{} // a token per runner not yet built
@@ -71,12 +71,14 @@ func NewClassifier(m *Model, opt Options) *Classifier {
 	c := &Classifier{m: m, maxBatch: opt.MaxBatch, prec: FP32,
 		idle:  make(chan *runner, opt.Workers),
 		slots: make(chan struct{}, opt.Workers)}
-	if opt.Precision == BF16 || opt.Precision == INT8 {
-		c.prec = opt.Precision
+	if p, _ := ParsePrecision(string(opt.Precision)); p != FP32 {
+		c.prec = p
+	}
+	if c.prec != FP32 || streamFP32 {
 		c.q = make([]*qfc, len(m.Spec.Layers))
 		for i, l := range m.Spec.Layers {
 			if w := m.Params[l.Name+".weight"]; l.Kind == FC && len(w.Data) >= minQuantized {
-				c.q[i] = quantizeFC(opt.Precision, w.Data, w.Shape[0], w.Shape[1])
+				c.q[i] = quantizeFC(c.prec, w.Data, w.Shape[0], w.Shape[1])
 			}
 		}
 	}

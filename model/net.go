@@ -151,7 +151,7 @@ type runner struct {
 	acts   [][]float32 // acts[i] is layer i's input; acts[len] the logits
 	col    []float32
 	tmp    []float32 // a batched convolution's output before the scatter
-	q      []*qfc    // reduced-precision FC weights per layer (inference)
+	q      []*qfc    // streaming FC weights per layer (inference; see fc.c)
 	argmax [][]int32
 	scale  [][]float32 // LRN denominators (training)
 	mask   [][]float32 // dropout masks, already scaled by 1/(1-p)
@@ -275,8 +275,10 @@ func (r *runner) forwardRange(x []float32, n, from, to int) []float32 {
 			}
 		case FC:
 			w, b := m.Params[l.Name+".weight"].Data, m.Params[l.Name+".bias"].Data
-			if r.q != nil && r.q[i] != nil {
-				fcForwardQ(r.q[i], n, src, b, dst)
+			// fp32 at batch 1 stays on OpenBLAS's GEMV (a little faster
+			// than the streaming kernel there; both read each weight once).
+			if q := r.q; q != nil && q[i] != nil && (n > 1 || q[i].prec != FP32) {
+				fcForwardQ(q[i], n, src, b, dst)
 				continue
 			}
 			fcForward(n, il, l.Out, src, w, b, dst)

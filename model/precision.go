@@ -15,6 +15,10 @@ type Precision string
 const (
 	// FP32 keeps the checkpoint's weights: the default.
 	FP32 Precision = "fp32"
+	// FP16 stores each output row as IEEE half precision with one fp32
+	// scale (the row's largest magnitude maps to 1, so nothing overflows
+	// and the row keeps 11 significant bits): half the bytes.
+	FP16 Precision = "fp16"
 	// BF16 keeps each weight's top 16 bits (bfloat16, rounded to nearest
 	// even): half the bytes, 8 significant bits.
 	BF16 Precision = "bf16"
@@ -23,37 +27,47 @@ const (
 	INT8 Precision = "int8"
 )
 
-// ParsePrecision accepts "", fp32, bf16 and int8.
+// ParsePrecision accepts "", fp32, fp16, bf16 and int8.
 func ParsePrecision(s string) (Precision, error) {
 	switch Precision(s) {
 	case "", FP32:
 		return FP32, nil
-	case BF16, INT8:
+	case FP16, BF16, INT8:
 		return Precision(s), nil
 	}
-	return "", fmt.Errorf("precision %q: use fp32, bf16 or int8", s)
+	return "", fmt.Errorf("precision %q: use fp32, fp16, bf16 or int8", s)
 }
 
-// qfc is one FC layer's weights in reduced precision, out×in row-major.
+// qfc is one FC layer's weights as the streaming kernel reads them,
+// out×in row-major: the model's own fp32 weights (not a copy), or a
+// reduced-precision copy.
 type qfc struct {
+	prec    Precision
 	out, in int
-	bf      []uint16  // BF16
+	f32     []float32 // FP32
+	h       []uint16  // BF16, FP16
 	i8      []int8    // INT8
-	scale   []float32 // INT8: per output row
+	scale   []float32 // FP16, INT8: per output row
 }
 
-// quantizeFC converts w (out×in) to p.
+// quantizeFC converts w (out×in) to p; FP32 keeps w itself.
 func quantizeFC(p Precision, w []float32, out, in int) *qfc {
-	q := &qfc{out: out, in: in}
+	q := &qfc{prec: p, out: out, in: in}
 	switch p {
+	case FP32:
+		q.f32 = w
 	case BF16:
-		q.bf = make([]uint16, len(w))
+		q.h = make([]uint16, len(w))
 		for i, v := range w {
-			q.bf[i] = toBF16(v)
+			q.h[i] = toBF16(v)
 		}
-	case INT8:
-		q.i8 = make([]int8, len(w))
+	case FP16, INT8:
 		q.scale = make([]float32, out)
+		if p == FP16 {
+			q.h = make([]uint16, len(w))
+		} else {
+			q.i8 = make([]int8, len(w))
+		}
 		for o := 0; o < out; o++ {
 			row := w[o*in : (o+1)*in]
 			var m float32
@@ -61,6 +75,13 @@ func quantizeFC(p Precision, w []float32, out, in int) *qfc {
 				m = max(m, float32(math.Abs(float64(v))))
 			}
 			if m == 0 {
+				continue
+			}
+			if p == FP16 {
+				q.scale[o] = m
+				for i, v := range row {
+					q.h[o*in+i] = toFP16(v / m)
+				}
 				continue
 			}
 			s := m / 127
@@ -85,22 +106,56 @@ func toBF16(v float32) uint16 {
 
 func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
-// fcForwardQRef is the scalar reference of the reduced-precision FC:
+// toFP16 rounds v to the nearest IEEE half (ties to even), subnormals
+// included. |v| ≤ 1 here (rows are scaled first), so it never overflows;
+// larger values saturate to ±Inf and NaN stays NaN.
+func toFP16(v float32) uint16 {
+	b := math.Float32bits(v)
+	sign := uint16(b>>16) & 0x8000
+	a := b & 0x7fffffff
+	switch {
+	case a > 0x7f800000: // NaN
+		return sign | 0x7e00
+	case a >= 0x477ff000: // rounds past 65504
+		return sign | 0x7c00
+	case a < 0x38800000: // below 2⁻¹⁴: a subnormal half, in units of 2⁻²⁴
+		return sign | uint16(math.RoundToEven(float64(math.Float32frombits(a))*(1<<24)))
+	}
+	a += 0xfff + (a>>13)&1
+	return sign | uint16((a-0x38000000)>>13)
+}
+
+// fromFP16 is the C kernel's conversion: the half's bits moved into a
+// float's place and the exponent rebased by one multiply (exact for
+// normal and subnormal halves).
+func fromFP16(h uint16) float32 {
+	return math.Float32frombits(uint32(h&0x8000)<<16|uint32(h&0x7fff)<<13) * 0x1p112
+}
+
+// fcForwardQRef is the scalar reference of the streaming FC:
 // y[b,o] = bias[o] + Σ_i w[o,i]·x[b,i] over output rows [o0, o1).
 func fcForwardQRef(q *qfc, n int, x, bias, y []float32, o0, o1 int) {
 	for b := 0; b < n; b++ {
 		xb := x[b*q.in : (b+1)*q.in]
 		for o := o0; o < o1; o++ {
 			var acc float32
-			switch {
-			case q.bf != nil:
-				row := q.bf[o*q.in : (o+1)*q.in]
-				for i, v := range row {
+			at := o * q.in
+			switch q.prec {
+			case FP32:
+				for i, v := range q.f32[at : at+q.in] {
+					acc += v * xb[i]
+				}
+			case BF16:
+				for i, v := range q.h[at : at+q.in] {
 					acc += fromBF16(v) * xb[i]
 				}
-			default:
-				row := q.i8[o*q.in : (o+1)*q.in]
-				for i, v := range row {
+			case FP16:
+				for i, v := range q.h[at : at+q.in] {
+					acc += fromFP16(v) * xb[i]
+				}
+				acc *= q.scale[o]
+			case INT8:
+				for i, v := range q.i8[at : at+q.in] {
 					acc += float32(v) * xb[i]
 				}
 				acc *= q.scale[o]

@@ -29,10 +29,44 @@ func TestToBF16RoundsToNearestEven(t *testing.T) {
 	}
 }
 
+// TestToFP16 checks rounding, subnormals and saturation, and that the
+// kernel's decoding returns every finite half exactly.
+func TestToFP16(t *testing.T) {
+	for _, tc := range []struct {
+		in   float32
+		want uint16
+	}{
+		{1, 0x3c00},
+		{-2, 0xc000},
+		{0, 0},
+		{65504, 0x7bff},
+		{65520, 0x7c00},         // the tie above the largest half rounds to Inf
+		{0x1p-14, 0x0400},       // smallest normal
+		{0x1p-24, 0x0001},       // smallest subnormal
+		{0x1p-25, 0},            // tie, even (zero) stays
+		{0x1.8p-25, 0x0001},     // above the tie
+		{1 + 0x1p-11, 0x3c00},   // tie, even stays
+		{1 + 3*0x1p-11, 0x3c02}, // tie, odd rounds up
+		{1 + 0x1p-11 + 0x1p-20, 0x3c01},
+	} {
+		if got := toFP16(tc.in); got != tc.want {
+			t.Errorf("toFP16(%g) = %#x, want %#x", tc.in, got, tc.want)
+		}
+	}
+	for h := 0; h < 0x10000; h++ {
+		if h&0x7c00 == 0x7c00 {
+			continue // Inf and NaN: never produced for scaled rows
+		}
+		if back := toFP16(fromFP16(uint16(h))); back != uint16(h) && h != 0x8000 {
+			t.Fatalf("half %#x decodes to %g, which encodes to %#x", h, fromFP16(uint16(h)), back)
+		}
+	}
+}
+
 // TestQuantizedFCMatchesReference: the C kernels (or, without cgo, the Go
 // fallback) against the scalar reference, for batch sizes around the
-// kernel's 4-image groups and an input length that leaves a tail; and both
-// within the precision's error of the fp32 layer.
+// kernel's 8/4/2/1-image groups and an input length that leaves a tail;
+// and each within its precision's error of the fp32 layer.
 func TestQuantizedFCMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const out, in = 70, 1000 + 7
@@ -44,9 +78,9 @@ func TestQuantizedFCMatchesReference(t *testing.T) {
 	for i := range bias {
 		bias[i] = float32(rng.NormFloat64())
 	}
-	for _, p := range []Precision{BF16, INT8} {
+	for _, p := range []Precision{FP32, FP16, BF16, INT8} {
 		q := quantizeFC(p, w, out, in)
-		for _, n := range []int{1, 2, 3, 4, 5, 9} {
+		for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 15} {
 			x := make([]float32, n*in)
 			for i := range x {
 				x[i] = max(0, float32(rng.NormFloat64())) // post-ReLU activations
@@ -64,8 +98,9 @@ func TestQuantizedFCMatchesReference(t *testing.T) {
 			if kernelErr > 1e-4 {
 				t.Errorf("%s batch %d: kernel differs from the reference by %g", p, n, kernelErr)
 			}
-			// |y| is about 1: bf16 keeps 8 bits, int8 7 per row.
-			if limit := map[Precision]float64{BF16: 0.02, INT8: 0.05}[p]; precErr > limit || precErr == 0 {
+			// |y| is about 1: fp16 keeps 11 bits, bf16 8, int8 7 per row;
+			// fp32 differs only in summation order.
+			if limit := map[Precision]float64{FP32: 1e-4, FP16: 0.003, BF16: 0.02, INT8: 0.05}[p]; precErr > limit || (precErr == 0 && p != FP32) {
 				t.Errorf("%s batch %d: %g from fp32 (limit %g)", p, n, precErr, limit)
 			}
 		}
@@ -84,11 +119,13 @@ func TestReducedPrecisionClassifier(t *testing.T) {
 	x := randInput(rand.New(rand.NewPCG(7, 7)), n*m.InputLen())
 	ref := make([]float32, n*38)
 	NewClassifier(m, Options{}).Probabilities(context.Background(), x, n, ref)
-	for _, p := range []Precision{FP32, BF16, INT8} {
+	for _, p := range []Precision{FP32, FP16, BF16, INT8} {
 		c := NewClassifier(m, Options{Precision: p})
 		if p == FP32 {
-			if c.q != nil {
-				t.Fatal("fp32 quantized something")
+			for i, q := range c.q {
+				if q != nil && (q.prec != FP32 || &q.f32[0] != &m.Params[m.Spec.Layers[i].Name+".weight"].Data[0]) {
+					t.Fatal("fp32 copied or quantized weights")
+				}
 			}
 			got := make([]float32, n*38)
 			c.Probabilities(context.Background(), x, n, got)
@@ -109,15 +146,15 @@ func TestReducedPrecisionClassifier(t *testing.T) {
 			d = math.Max(d, math.Abs(float64(got[i]-ref[i])))
 		}
 		t.Logf("%s: largest probability difference from fp32 %.3g (%s)", p, d, c.Engine())
-		if limit := map[Precision]float64{BF16: 0.01, INT8: 0.1}[p]; d > limit || d == 0 {
+		if limit := map[Precision]float64{FP16: 0.002, BF16: 0.01, INT8: 0.1}[p]; d > limit || d == 0 {
 			t.Errorf("%s: probabilities differ by %g", p, d)
 		}
 		if a := testing.AllocsPerRun(runs, func() { c.Probabilities(context.Background(), x, n, got) }); a != 0 {
 			t.Errorf("%s: %v allocations per inference", p, a)
 		}
 	}
-	if _, err := ParsePrecision("fp16"); err == nil {
-		t.Error("fp16 accepted")
+	if _, err := ParsePrecision("fp8"); err == nil {
+		t.Error("fp8 accepted")
 	}
 }
 

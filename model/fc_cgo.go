@@ -1,0 +1,34 @@
+//go:build cgo && !purego
+
+package model
+
+// #cgo CFLAGS: -O3 -Wno-psabi
+// #include <stdint.h>
+// void lw_fc(const void *w, int kind, const float *scale, const float *x, const float *bias, float *y,
+//            int n, int in, int out, int o0, int o1);
+import "C"
+
+import "unsafe"
+
+// streamFP32 says the fp32 FC layers use the streaming C kernel too (it
+// reads the weights once per batch of eight; OpenBLAS's GEMM did not).
+const streamFP32 = true
+
+// fcQuantized computes rows [o0, o1) of a streaming FC (C kernel).
+func fcQuantized(q *qfc, n int, x, bias, y []float32, o0, o1 int) {
+	var w unsafe.Pointer
+	var scale *C.float
+	var kind C.int
+	switch q.prec {
+	case FP32:
+		w, kind = unsafe.Pointer(&q.f32[0]), 0
+	case BF16:
+		w, kind = unsafe.Pointer(&q.h[0]), 1
+	case INT8:
+		w, kind, scale = unsafe.Pointer(&q.i8[0]), 2, (*C.float)(&q.scale[0])
+	case FP16:
+		w, kind, scale = unsafe.Pointer(&q.h[0]), 3, (*C.float)(&q.scale[0])
+	}
+	C.lw_fc(w, kind, scale, (*C.float)(&x[0]), (*C.float)(&bias[0]), (*C.float)(&y[0]),
+		C.int(n), C.int(q.in), C.int(q.out), C.int(o0), C.int(o1))
+}
