@@ -21,11 +21,13 @@ func convBuffers(l *Layer, in, out Shape3, n int) (col, tmp int) {
 }
 
 // convForwardBatch computes the (grouped) convolution plus bias of n
-// images: per group, the columns of several images side by side in one
-// matrix (unrolled in parallel), one GEMM split over the cores, and the
-// result scattered back to NCHW with the bias. convForward is its
+// images, rectified when relu is set (the ReLU that follows every
+// convolution, fused): per group, the columns of several images side by
+// side in one matrix (unrolled in parallel), one GEMM split over the
+// cores, and the result scattered back to NCHW with the bias — or, for one
+// image, the GEMM writes straight into the output. convForward is its
 // reference.
-func convForwardBatch(l *Layer, in, out Shape3, n int, x, wt, bias, y, col, tmp []float32) {
+func convForwardBatch(l *Layer, in, out Shape3, n int, x, wt, bias, y, col, tmp []float32, relu bool) {
 	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
 	kk := cinG * l.Kernel * l.Kernel
 	p := out.H * out.W
@@ -36,17 +38,16 @@ func convForwardBatch(l *Layer, in, out Shape3, n int, x, wt, bias, y, col, tmp 
 		ld := nb * p
 		for g := 0; g < l.Groups; g++ {
 			im2colPar(x[j0*il:], il, in, l, g*cinG, cinG, out, nb, col, ld)
-			sgemmPar(false, false, coutG, ld, kk, 1, wt[g*coutG*kk:], kk, col, ld, 0, tmp, ld)
-			for o := 0; o < coutG; o++ {
-				b := bias[g*coutG+o]
-				src := tmp[o*ld : o*ld+ld]
-				for j := 0; j < nb; j++ {
-					dst := y[(j0+j)*ol+(g*coutG+o)*p:][:p]
-					s := src[j*p : j*p+p]
-					for i := range dst {
-						dst[i] = s[i] + b
-					}
-				}
+			wg, bg := wt[g*coutG*kk:], bias[g*coutG:]
+			if nb == 1 {
+				yg := y[j0*ol+g*coutG*p:]
+				sgemmPar(false, false, coutG, p, kk, 1, wg, kk, col, p, 0, yg, p)
+				biasAct(yg, p, yg, p, bg, coutG, p, relu)
+				continue
+			}
+			sgemmPar(false, false, coutG, ld, kk, 1, wg, kk, col, ld, 0, tmp, ld)
+			for j := 0; j < nb; j++ {
+				biasAct(tmp[j*p:], ld, y[(j0+j)*ol+g*coutG*p:], p, bg, coutG, p, relu)
 			}
 		}
 	}

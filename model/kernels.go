@@ -305,3 +305,16 @@ func softmax(n, classes int, z []float32) {
 }
 
 func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
+
+// biasActRef is the reference of biasAct (layers.c).
+func biasActRef(x []float32, ldx int, y []float32, ldy int, bias []float32, rows, p int, relu bool) {
+	for c := 0; c < rows; c++ {
+		s, d, b := x[c*ldx:c*ldx+p], y[c*ldy:c*ldy+p], bias[c]
+		for i, v := range s {
+			d[i] = v + b
+		}
+		if relu {
+			reluForward(d)
+		}
+	}
+}

@@ -237,16 +237,22 @@ func (r *runner) forwardRange(x []float32, n, from, to int) []float32 {
 		switch l.Kind {
 		case Conv:
 			w, b := m.Params[l.Name+".weight"].Data, m.Params[l.Name+".bias"].Data
-			convForwardBatch(l, in, out, n, src, w, b, dst, r.col, r.tmp)
+			// A ReLU right after (in place, so nothing keeps the
+			// unrectified output) is applied with the bias.
+			relu := i+1 < to && m.Spec.Layers[i+1].Kind == ReLU
+			convForwardBatch(l, in, out, n, src, w, b, dst, r.col, r.tmp, relu)
+			if relu {
+				i++
+			}
 		case ReLU:
 			reluForward(dst[:n*ol])
 		case LRN:
 			for j := 0; j < n; j++ {
-				var sc []float32
-				if r.train {
-					sc = r.scale[i][j*il : (j+1)*il]
+				if !r.train {
+					lrnInfer(l, in, src[j*il:(j+1)*il], dst[j*ol:(j+1)*ol])
+					continue
 				}
-				lrnForward(l, in, src[j*il:(j+1)*il], dst[j*ol:(j+1)*ol], sc)
+				lrnForward(l, in, src[j*il:(j+1)*il], dst[j*ol:(j+1)*ol], r.scale[i][j*il:(j+1)*il])
 			}
 		case MaxPool:
 			if !r.train {

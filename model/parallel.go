@@ -81,7 +81,7 @@ func (p *piece) run() {
 		a := &p.pool
 		il, ol := a.in.Len(), a.out.Len()
 		for j := 0; j < a.n; j++ {
-			maxPoolChannels(a.l, a.in, a.out, a.x[j*il:], a.y[j*ol:], nil, a.c0, a.c1)
+			maxPoolInfer(a.l, a.in, a.out, a.x[j*il:], a.y[j*ol:], a.c0, a.c1)
 		}
 	case pieceIm2col:
 		a := &p.i2c

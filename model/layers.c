@@ -1,0 +1,152 @@
+//go:build cgo && !purego
+
+// The inference passes between the GEMMs: bias plus ReLU, max pooling and
+// LRN. In Go they were scalar loops with a branch per element on
+// sign-random data (a ReLU over conv1's output took 1 ms); here they are
+// branch-free and vectorised (AVX-512/AVX2 chosen at load time on amd64,
+// NEON on arm64). The Go functions they replace (reluForward,
+// maxPoolChannels, lrnForward) remain the references and the pure-Go
+// build's implementation.
+
+#include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+#include <stddef.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LW_CLONES
+#endif
+
+// y[c][i] = max(0?, x[c][i] + bias[c]) for rows c of p values; rows are
+// ldx and ldy apart (a batched GEMM's output lies image after image in
+// each row, the activations channel after channel in each image).
+LW_CLONES void lw_bias_act(const float *x, size_t ldx, float *y, size_t ldy, const float *bias, int rows, int p,
+                           int relu) {
+	for (int c = 0; c < rows; c++) {
+		const float *s = x + (size_t)c * ldx;
+		float *d = y + (size_t)c * ldy, b = bias[c];
+		if (relu)
+			for (int i = 0; i < p; i++) {
+				float v = s[i] + b;
+				d[i] = v < 0 ? 0 : v; // as reluForward: NaN and -0 pass
+			}
+		else
+			for (int i = 0; i < p; i++) d[i] = s[i] + b;
+	}
+}
+
+// Max pooling of channels [c0, c1) of one h×w image into oh×ow, window k,
+// stride st, padding pad. A window keeps its first value unless a later one
+// is strictly greater, as maxPoolChannels does.
+LW_CLONES void lw_maxpool(const float *x, float *y, int h, int w, int oh, int ow, int k, int st, int pad, int c0,
+                          int c1) {
+	for (int c = c0; c < c1; c++) {
+		const float *plane = x + (size_t)c * h * w;
+		float *out = y + (size_t)c * oh * ow;
+		for (int oy = 0; oy < oh; oy++) {
+			int y0 = oy * st - pad, y1 = y0 + k < h ? y0 + k : h;
+			if (y0 < 0) y0 = 0;
+			for (int ox = 0; ox < ow; ox++) {
+				int x0 = ox * st - pad, x1 = x0 + k < w ? x0 + k : w;
+				if (x0 < 0) x0 = 0;
+				float best = plane[y0 * w + x0];
+				for (int iy = y0; iy < y1; iy++)
+					for (int ix = x0; ix < x1; ix++) {
+						float v = plane[iy * w + ix];
+						best = v > best ? v : best;
+					}
+				out[oy * ow + ox] = best;
+			}
+		}
+	}
+}
+
+// y[i] = x[i]·(bias + a·s[i])^-0.75 as 1/(√v·√√v), with the reference's
+// roundings (a separate multiply and add, no fused one). sqrtf cannot be
+// vectorised by the compiler (cgo refuses -fno-math-errno), hence the
+// intrinsics.
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static int lrn_scale_avx512(const float *s, const float *x, float *y, int n,
+                                                               float a, float bias) {
+	int i = 0;
+	__m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(bias), one = _mm512_set1_ps(1);
+	for (; i + 16 <= n; i += 16) {
+		__m512 v = _mm512_add_ps(vb, _mm512_mul_ps(va, _mm512_loadu_ps(s + i)));
+		__m512 r = _mm512_sqrt_ps(v);
+		__m512 f = _mm512_div_ps(one, _mm512_mul_ps(r, _mm512_sqrt_ps(r)));
+		_mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), f));
+	}
+	return i;
+}
+__attribute__((target("avx"))) static int lrn_scale_avx(const float *s, const float *x, float *y, int n, float a,
+                                                        float bias) {
+	int i = 0;
+	__m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(bias), one = _mm256_set1_ps(1);
+	for (; i + 8 <= n; i += 8) {
+		__m256 v = _mm256_add_ps(vb, _mm256_mul_ps(va, _mm256_loadu_ps(s + i)));
+		__m256 r = _mm256_sqrt_ps(v);
+		__m256 f = _mm256_div_ps(one, _mm256_mul_ps(r, _mm256_sqrt_ps(r)));
+		_mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), f));
+	}
+	return i;
+}
+#endif
+
+static void lrn_scale(const float *s, const float *x, float *y, int n, float a, float bias) {
+	int i = 0;
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("avx512f"))
+		i = lrn_scale_avx512(s, x, y, n, a, bias);
+	else if (__builtin_cpu_supports("avx"))
+		i = lrn_scale_avx(s, x, y, n, a, bias);
+#elif defined(__aarch64__)
+	float32x4_t va = vdupq_n_f32(a), vb = vdupq_n_f32(bias), one = vdupq_n_f32(1);
+	for (; i + 4 <= n; i += 4) {
+		float32x4_t v = vaddq_f32(vb, vmulq_f32(va, vld1q_f32(s + i)));
+		float32x4_t r = vsqrtq_f32(v);
+		float32x4_t f = vdivq_f32(one, vmulq_f32(r, vsqrtq_f32(r)));
+		vst1q_f32(y + i, vmulq_f32(vld1q_f32(x + i), f));
+	}
+#endif
+	for (; i < n; i++) {
+		volatile float as = a * s[i]; // no fused multiply-add: the reference rounds twice
+		float r = sqrtf(bias + as);
+		y[i] = x[i] * (1 / (r * sqrtf(r)));
+	}
+}
+
+// LRN across channels of one C×hw image, as lrnForward: y = x·(bias +
+// alpha/size·Σ x²)^-beta over channels [c-(size-1)/2, c+size/2], summed in
+// the same order. The sums run over a block of pixels at a time so every
+// loop is a vector loop.
+#define LRN_BLOCK 512
+LW_CLONES void lw_lrn(const float *x, float *y, int C, int hw, int size, float alpha, float beta, float bias) {
+	float a = alpha / (float)size, s[LRN_BLOCK];
+	for (int i0 = 0; i0 < hw; i0 += LRN_BLOCK) {
+		int nb = hw - i0 < LRN_BLOCK ? hw - i0 : LRN_BLOCK;
+		for (int c = 0; c < C; c++) {
+			int lo = c - (size - 1) / 2, hi = c + size / 2;
+			if (lo < 0) lo = 0;
+			if (hi > C - 1) hi = C - 1;
+			for (int i = 0; i < nb; i++) s[i] = 0;
+			for (int cc = lo; cc <= hi; cc++) {
+				const float *xc = x + (size_t)cc * hw + i0;
+				for (int i = 0; i < nb; i++) {
+					float sq = xc[i] * xc[i];
+					s[i] += sq;
+				}
+			}
+			const float *xc = x + (size_t)c * hw + i0;
+			float *yc = y + (size_t)c * hw + i0;
+			if (beta == 0.75f)
+				lrn_scale(s, xc, yc, nb, a, bias);
+			else
+				for (int i = 0; i < nb; i++) yc[i] = xc[i] * powf(bias + a * s[i], -beta);
+		}
+	}
+}

@@ -1,0 +1,36 @@
+//go:build cgo && !purego
+
+package model
+
+// #cgo CFLAGS: -O3
+// #cgo LDFLAGS: -lm
+// #include <stddef.h>
+// void lw_bias_act(const float *x, size_t ldx, float *y, size_t ldy, const float *bias, int rows, int p, int relu);
+// void lw_maxpool(const float *x, float *y, int h, int w, int oh, int ow, int k, int st, int pad, int c0, int c1);
+// void lw_lrn(const float *x, float *y, int C, int hw, int size, float alpha, float beta, float bias);
+import "C"
+
+// biasAct writes rows of p values from x (ldx apart) plus their channel's
+// bias into y (ldy apart), rectified when relu is set.
+func biasAct(x []float32, ldx int, y []float32, ldy int, bias []float32, rows, p int, relu bool) {
+	_, _, _ = x[(rows-1)*ldx+p-1], y[(rows-1)*ldy+p-1], bias[rows-1] // the C code trusts these bounds
+	r := C.int(0)
+	if relu {
+		r = 1
+	}
+	C.lw_bias_act((*C.float)(&x[0]), C.size_t(ldx), (*C.float)(&y[0]), C.size_t(ldy), (*C.float)(&bias[0]), C.int(rows), C.int(p), r)
+}
+
+// maxPoolInfer pools channels [c0, c1) of one image (no argmax).
+func maxPoolInfer(l *Layer, in, out Shape3, x, y []float32, c0, c1 int) {
+	_, _ = x[in.Len()-1], y[out.Len()-1]
+	C.lw_maxpool((*C.float)(&x[0]), (*C.float)(&y[0]), C.int(in.H), C.int(in.W), C.int(out.H), C.int(out.W),
+		C.int(l.Kernel), C.int(l.Stride), C.int(l.Pad), C.int(c0), C.int(c1))
+}
+
+// lrnInfer normalises one image across channels (no saved scale).
+func lrnInfer(l *Layer, in Shape3, x, y []float32) {
+	_, _ = x[in.Len()-1], y[in.Len()-1]
+	C.lw_lrn((*C.float)(&x[0]), (*C.float)(&y[0]), C.int(in.C), C.int(in.H*in.W), C.int(l.Size),
+		C.float(l.Alpha), C.float(l.Beta), C.float(l.Bias))
+}

@@ -1,0 +1,97 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// randActs is n values, normal, with a few special ones (NaN, ±0, a
+// value far out) at fixed places: what the references do with them, the
+// kernels must do too.
+func randActs(rng *rand.Rand, n int, specials bool) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	if specials && n > 100 {
+		x[7], x[19], x[50], x[99] = float32(math.NaN()), float32(math.Copysign(0, -1)), 0, 1e30
+	}
+	return x
+}
+
+func sameBits(a, b float32) bool {
+	return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b)
+}
+
+// TestLayerKernelsMatchReferences: the C bias+ReLU, max-pool and LRN
+// passes (layers.c) against the Go references, on AlexNet's shapes.
+func TestLayerKernelsMatchReferences(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	t.Run("bias-act", func(t *testing.T) {
+		for _, tc := range []struct{ rows, p, ldx, ldy int }{{64, 3025, 3025, 3025}, {384, 169, 169 * 8, 169}, {3, 17, 40, 20}} {
+			for _, relu := range []bool{false, true} {
+				x := randActs(rng, tc.rows*tc.ldx, true)
+				bias := randActs(rng, tc.rows, false)
+				got, want := make([]float32, tc.rows*tc.ldy), make([]float32, tc.rows*tc.ldy)
+				biasAct(x, tc.ldx, got, tc.ldy, bias, tc.rows, tc.p, relu)
+				biasActRef(x, tc.ldx, want, tc.ldy, bias, tc.rows, tc.p, relu)
+				for i := range want {
+					if !sameBits(got[i], want[i]) {
+						t.Fatalf("%+v relu=%v [%d]: %g, reference %g", tc, relu, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	})
+	t.Run("maxpool", func(t *testing.T) {
+		for _, tc := range []struct {
+			l       Layer
+			in, out Shape3
+		}{
+			{Layer{Kind: MaxPool, Kernel: 3, Stride: 2}, Shape3{64, 55, 55}, Shape3{64, 27, 27}},
+			{Layer{Kind: MaxPool, Kernel: 3, Stride: 2}, Shape3{256, 13, 13}, Shape3{256, 6, 6}},
+			{Layer{Kind: MaxPool, Kernel: 2, Stride: 2, Pad: 1}, Shape3{5, 7, 7}, Shape3{5, 4, 4}},
+		} {
+			x := randActs(rng, tc.in.Len(), true)
+			got, want := make([]float32, tc.out.Len()), make([]float32, tc.out.Len())
+			maxPoolInfer(&tc.l, tc.in, tc.out, x, got, 1, tc.in.C) // channel 0 left out, as a split does
+			maxPoolChannels(&tc.l, tc.in, tc.out, x, want, nil, 1, tc.in.C)
+			for i := range want {
+				if !sameBits(got[i], want[i]) {
+					t.Fatalf("%v→%v [%d]: %g, reference %g", tc.in, tc.out, i, got[i], want[i])
+				}
+			}
+		}
+	})
+	t.Run("lrn", func(t *testing.T) {
+		for _, tc := range []struct {
+			l  Layer
+			in Shape3
+		}{
+			{Layer{Kind: LRN, Size: 5, Alpha: 1e-4, Beta: 0.75, Bias: 1}, Shape3{96, 55, 55}},
+			{Layer{Kind: LRN, Size: 5, Alpha: 1e-4, Beta: 0.75, Bias: 1}, Shape3{256, 27, 27}},
+			{Layer{Kind: LRN, Size: 4, Alpha: 0.01, Beta: 0.6, Bias: 2}, Shape3{7, 3, 3}},
+		} {
+			x := randActs(rng, tc.in.Len(), false)
+			for i := range x {
+				x[i] *= 20 // far enough from 1 that the normalisation matters
+			}
+			got, want := make([]float32, tc.in.Len()), make([]float32, tc.in.Len())
+			lrnInfer(&tc.l, tc.in, x, got)
+			lrnForward(&tc.l, tc.in, x, want, nil)
+			worst := 0.0
+			for i := range want {
+				worst = math.Max(worst, math.Abs(float64(got[i]-want[i]))/(1e-6+math.Abs(float64(want[i]))))
+			}
+			// Same sums in the same order; the C compiler may fuse a
+			// multiply-add (one rounding less) and powf differs from Pow.
+			if worst > 1e-5 {
+				t.Fatalf("%v size %d: relative difference %g", tc.in, tc.l.Size, worst)
+			}
+			if x[0] != 0 && got[0] == x[0] {
+				t.Fatal("LRN did nothing")
+			}
+		}
+	})
+}
