@@ -15,6 +15,7 @@
 #include <arm_neon.h>
 #endif
 #include <stddef.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define LW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -147,6 +148,42 @@ LW_CLONES void lw_lrn(const float *x, float *y, int C, int hw, int size, float a
 				lrn_scale(s, xc, yc, nb, a, bias);
 			else
 				for (int i = 0; i < nb; i++) yc[i] = xc[i] * powf(bias + a * s[i], -beta);
+		}
+	}
+}
+
+// im2col of kernel rows [g0, g1) (channel c0+g/k, offset g%k), as
+// im2colRows: each output row's in-bounds span is copied in one run and
+// only the padding is zero-filled, with no test per element.
+void lw_im2col_rows(const float *x, int h, int w, int c0, int k, int stride, int pad, int oh, int ow, float *col,
+                    size_t ld, int g0, int g1) {
+	size_t row = (size_t)g0 * k;
+	for (int g = g0; g < g1; g++) {
+		int c = c0 + g / k, ky = g % k;
+		const float *plane = x + (size_t)c * h * w;
+		for (int kx = 0; kx < k; kx++, row++) {
+			float *dst = col + row * ld;
+			// ox in [lo, hi) reads inside the row: 0 ≤ ox·stride − pad + kx < w.
+			int off = kx - pad, lo = 0, hi;
+			if (off < 0) lo = (-off + stride - 1) / stride;
+			hi = (w - 1 - off) / stride + 1;
+			if (w - 1 - off < 0) hi = 0;
+			if (hi > ow) hi = ow;
+			if (lo > hi) lo = hi;
+			for (int oy = 0; oy < oh; oy++, dst += ow) {
+				int iy = oy * stride - pad + ky;
+				if (iy < 0 || iy >= h) {
+					memset(dst, 0, sizeof(float) * ow);
+					continue;
+				}
+				const float *src = plane + (size_t)iy * w + off;
+				for (int ox = 0; ox < lo; ox++) dst[ox] = 0;
+				if (stride == 1)
+					memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+				else
+					for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * stride];
+				for (int ox = hi; ox < ow; ox++) dst[ox] = 0;
+			}
 		}
 	}
 }

@@ -7,6 +7,8 @@ package model
 // #include <stddef.h>
 // void lw_bias_act(const float *x, size_t ldx, float *y, size_t ldy, const float *bias, int rows, int p, int relu);
 // void lw_maxpool(const float *x, float *y, int h, int w, int oh, int ow, int k, int st, int pad, int c0, int c1);
+// void lw_im2col_rows(const float *x, int h, int w, int c0, int k, int stride, int pad, int oh, int ow, float *col,
+//                     size_t ld, int g0, int g1);
 // void lw_lrn(const float *x, float *y, int C, int hw, int size, float alpha, float beta, float bias);
 import "C"
 
@@ -33,4 +35,15 @@ func lrnInfer(l *Layer, in Shape3, x, y []float32) {
 	_, _ = x[in.Len()-1], y[in.Len()-1]
 	C.lw_lrn((*C.float)(&x[0]), (*C.float)(&y[0]), C.int(in.C), C.int(in.H*in.W), C.int(l.Size),
 		C.float(l.Alpha), C.float(l.Beta), C.float(l.Bias))
+}
+
+// im2colFast is im2colRows in C (the kernel rows [g0, g1) of channels from
+// c0 on).
+func im2colFast(x []float32, h, w, c0, k, stride, pad, oh, ow int, col []float32, ld int, g0, g1 int) {
+	if g0 >= g1 {
+		return
+	}
+	_, _ = x[(c0+(g1-1)/k+1)*h*w-1], col[(g1*k-1)*ld+oh*ow-1]
+	C.lw_im2col_rows((*C.float)(&x[0]), C.int(h), C.int(w), C.int(c0), C.int(k), C.int(stride), C.int(pad),
+		C.int(oh), C.int(ow), (*C.float)(&col[0]), C.size_t(ld), C.int(g0), C.int(g1))
 }

@@ -95,3 +95,32 @@ func TestLayerKernelsMatchReferences(t *testing.T) {
 		}
 	})
 }
+
+// TestIm2colFastMatchesRows: the C unrolling against im2colRows for
+// AlexNet's shapes and odd ones (padding wider than a stride, a kernel
+// wider than the input), over row ranges as the parallel split cuts them.
+func TestIm2colFastMatchesRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, tc := range []struct{ c, h, w, k, stride, pad int }{
+		{3, 224, 224, 11, 4, 2}, {3, 227, 227, 11, 4, 0}, {64, 27, 27, 5, 1, 2}, {192, 13, 13, 3, 1, 1},
+		{2, 9, 7, 3, 2, 3}, {1, 4, 4, 7, 1, 3}, {2, 10, 11, 4, 3, 1},
+	} {
+		oh, ow := (tc.h+2*tc.pad-tc.k)/tc.stride+1, (tc.w+2*tc.pad-tc.k)/tc.stride+1
+		x := randActs(rng, tc.c*tc.h*tc.w, false)
+		ld := oh*ow + 5 // images side by side leave a stride wider than one image
+		rows := tc.c * tc.k
+		got, want := make([]float32, rows*tc.k*ld), make([]float32, rows*tc.k*ld)
+		for i := range got {
+			got[i], want[i] = -7, -7 // what neither writes must stay
+		}
+		for g := 0; g < rows; g += 3 {
+			im2colFast(x, tc.h, tc.w, 0, tc.k, tc.stride, tc.pad, oh, ow, got, ld, g, min(rows, g+3))
+		}
+		im2colRows(x, tc.h, tc.w, 0, tc.k, tc.stride, tc.pad, oh, ow, want, ld, 0, rows)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%+v [%d] (row %d col %d): %g, reference %g", tc, i, i/ld, i%ld, got[i], want[i])
+			}
+		}
+	}
+}

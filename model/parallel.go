@@ -86,7 +86,7 @@ func (p *piece) run() {
 	case pieceIm2col:
 		a := &p.i2c
 		for j := 0; j < a.count; j++ {
-			im2colRows(a.x[j*a.xStride:], a.h, a.w, a.c0, a.k, a.stride, a.pad, a.oh, a.ow, a.col[j*a.colStride:], a.ld, a.g0, a.g1)
+			im2colFast(a.x[j*a.xStride:], a.h, a.w, a.c0, a.k, a.stride, a.pad, a.oh, a.ow, a.col[j*a.colStride:], a.ld, a.g0, a.g1)
 		}
 	}
 }
