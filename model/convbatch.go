@@ -1,16 +1,21 @@
 package model
 
 // convColCap bounds the column buffer of a batched convolution (floats):
-// 16 MB. The early layers (conv1, conv2: over a million columns entries
-// per image, and already wide GEMMs) go one image at a time; the 13×13
-// layers, whose per-image GEMMs are narrow (169 columns), take a whole
-// batch of 8 in one.
+// 16 MB.
 const convColCap = 1 << 22
+
+// convWideEnough is the GEMM width (columns) past which more images in one
+// GEMM stop helping: conv1's 3,025 columns per image ran at 168 GFLOP/s
+// alone and 123 GFLOP/s three at a time (its 64-row weight panel is
+// re-read across a column block that no longer fits the cache), while the
+// 13×13 layers' 169 columns per image need several images to fill a GEMM.
+const convWideEnough = 2048
 
 // convImagesPerPass is how many of n images share one GEMM in layer l.
 func convImagesPerPass(l *Layer, in, out Shape3, n int) int {
 	kk := in.C / l.Groups * l.Kernel * l.Kernel
-	return max(1, min(n, convColCap/(kk*out.H*out.W)))
+	p := out.H * out.W
+	return max(1, min(n, convColCap/(kk*p), (convWideEnough+p-1)/p))
 }
 
 // convBuffers is the column and output scratch a batch of n needs.

@@ -142,32 +142,36 @@ func BenchmarkVsONNXRuntime(b *testing.B) {
 				s := newSession(b, m, n)
 				defer s.close()
 				x := peertest.Input(n*m.InputLen(), 1)
+				// fp32 (the default) and fp16 FC weights (top-1 agreement
+				// 100% with fp32 in BenchmarkPrecisionAgreement).
 				c := model.NewClassifier(m, model.Options{MaxBatch: n})
+				c16 := model.NewClassifier(m, model.Options{MaxBatch: n, Precision: model.FP16})
 				probs := make([]float32, n*38)
 				ctx := context.Background()
+				timeBlock := func(k int, run func()) time.Duration {
+					run() // warm after the switch
+					t0 := time.Now()
+					for range k {
+						run()
+					}
+					return time.Since(t0)
+				}
 				// In blocks, not alternating: each library's idle threads spin
 				// for a while after a call and would slow the other's next one.
-				var ours, peer time.Duration
+				var ours, ours16, peer time.Duration
 				b.ResetTimer()
 				for i := 0; i < b.N; i += 5 {
 					k := min(5, b.N-i)
-					c.Probabilities(ctx, x, n, probs) // warm after the switch
-					t0 := time.Now()
-					for range k {
-						c.Probabilities(ctx, x, n, probs)
-					}
-					ours += time.Since(t0)
-					s.run(b, x)
-					t1 := time.Now()
-					for range k {
-						s.run(b, x)
-					}
-					peer += time.Since(t1)
+					ours += timeBlock(k, func() { c.Probabilities(ctx, x, n, probs) })
+					peer += timeBlock(k, func() { s.run(b, x) })
+					ours16 += timeBlock(k, func() { c16.Probabilities(ctx, x, n, probs) })
 				}
 				imgs := float64(b.N * n)
 				b.ReportMetric(float64(ours.Microseconds())/1000/imgs, "ours_ms/image")
+				b.ReportMetric(float64(ours16.Microseconds())/1000/imgs, "ours_fp16_ms/image")
 				b.ReportMetric(float64(peer.Microseconds())/1000/imgs, "ort_ms/image")
 				b.ReportMetric(float64(ours)/float64(peer), "ratio_ours/ort")
+				b.ReportMetric(float64(ours16)/float64(peer), "ratio_fp16/ort")
 			})
 		}
 	}

@@ -11,10 +11,10 @@ import (
 )
 
 // BenchmarkPrecisionAgreement measures what the CPU engine's reduced
-// precisions (bf16, int8 FC weights) change on a model that has learned
+// precisions (fp16, bf16, int8 FC weights) change on a model that has learned
 // something: a base AlexNet (seeded random: no ImageNet weights offline)
 // with its 38-way last layer trained on cached features of synthetic
-// leaves, then 1,000+ synthetic images classified in fp32, bf16 and int8.
+// leaves, then 1,000+ synthetic images classified in fp32, fp16, bf16 and int8.
 // It reports top-1 agreement with fp32 and the largest probability
 // difference; the engine's bar is 99.9% agreement.
 func BenchmarkPrecisionAgreement(b *testing.B) {
@@ -51,7 +51,7 @@ func BenchmarkPrecisionAgreement(b *testing.B) {
 	}
 	n, k := len(files), trained.Classes()
 	probs := map[model.Precision][]float32{}
-	for _, p := range []model.Precision{model.FP32, model.BF16, model.INT8} {
+	for _, p := range []model.Precision{model.FP32, model.FP16, model.BF16, model.INT8} {
 		probs[p] = make([]float32, n*k)
 		c := model.NewClassifier(trained, model.Options{Precision: p})
 		if err := c.Probabilities(context.Background(), x, n, probs[p]); err != nil {
@@ -60,7 +60,7 @@ func BenchmarkPrecisionAgreement(b *testing.B) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		for _, p := range []model.Precision{model.BF16, model.INT8} {
+		for _, p := range []model.Precision{model.FP16, model.BF16, model.INT8} {
 			agree, worst := 0, 0.0
 			for i := 0; i < n; i++ {
 				ref, got := probs[model.FP32][i*k:(i+1)*k], probs[p][i*k:(i+1)*k]
