@@ -57,7 +57,7 @@ func BenchmarkForward(b *testing.B) {
 	fmt.Println("blas:", BLASInfo())
 	for _, v := range Variants() {
 		for _, n := range []int{1, 8} {
-			for _, p := range []Precision{FP32, BF16, INT8} {
+			for _, p := range []Precision{FP32, FP16, BF16, INT8} {
 				b.Run(string(v)+"/batch"+strconv.Itoa(n)+"/"+string(p), func(b *testing.B) { benchForward(b, v, n, p) })
 			}
 		}

@@ -33,15 +33,22 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
 typedef uint32_t u16x32 __attribute__((vector_size(64)));
 typedef uint16_t h16 __attribute__((vector_size(32), aligned(2)));
-typedef int8_t i16x8 __attribute__((vector_size(16), aligned(1)));
+typedef int8_t i16x8 __attribute__((vector_size(16)));
+typedef int16_t h16s __attribute__((vector_size(32)));
 typedef int32_t i16x32 __attribute__((vector_size(64)));
 
 static inline v16 load_f32(const float *p) { return *(const v16u *)p; }
 
-static inline v16 load_bf16(const uint16_t *p) {
-	u16x32 u = __builtin_convertvector(*(const h16 *)p, u16x32) << 16;
-	return (v16)u;
+// Halves are widened as signed 16-bit values: one vpmovsxwd, where the
+// unsigned widening was split in two; the bits shifted out or masked
+// below make the sign extension irrelevant.
+static inline i16x32 widen16(const uint16_t *p) {
+	h16s h;
+	memcpy(&h, p, sizeof h);
+	return __builtin_convertvector(h, i16x32);
 }
+
+static inline v16 load_bf16(const uint16_t *p) { return (v16)(widen16(p) << 16); }
 
 // IEEE half to float by shifting the bits into a float's place and
 // rescaling the exponent with one multiply: exact for normal and
@@ -49,13 +56,17 @@ static inline v16 load_bf16(const uint16_t *p) {
 // [-1, 1]), and only integer shifts and a multiply, which vectorise on
 // every target. fromFP16 in Go is the same.
 static inline v16 load_f16(const uint16_t *p) {
-	u16x32 h = __builtin_convertvector(*(const h16 *)p, u16x32);
-	u16x32 u = ((h & 0x8000) << 16) | ((h & 0x7fff) << 13);
-	return (v16)u * 0x1p112f;
+	// Sign-extended, bit 15 lands on bit 31 after the shift (through bit
+	// 18 of the extension) and the mask clears bits 28–30.
+	return (v16)((widen16(p) << 13) & (int32_t)0x8fffe000) * 0x1p112f;
 }
 
+// Widened in steps (8 → 16 → 32 bits): GCC 12 turned the direct 8 → 32
+// conversion into scalar byte extracts, which made int8 slower than fp32.
 static inline v16 load_i8(const int8_t *p) {
-	return __builtin_convertvector(__builtin_convertvector(*(const i16x8 *)p, i16x32), v16);
+	i16x8 b;
+	memcpy(&b, p, sizeof b);
+	return __builtin_convertvector(__builtin_convertvector(__builtin_convertvector(b, h16s), i16x32), v16);
 }
 
 static inline float f32of(float v) { return v; }
