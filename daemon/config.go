@@ -28,7 +28,8 @@ type Config struct {
 	Model  string `yaml:"model"`  // checkpoint path
 	Engine string `yaml:"engine"` // auto, cpu or cuda
 	// Precision of the CPU engine's large FC weights: fp32 (default),
-	// bf16 or int8 — faster, slightly different answers (README).
+	// fp16, bf16 or int8 — faster, more memory, slightly different answers
+	// (README).
 	Precision string `yaml:"precision"`
 	// CUDALibs are folders to take cuBLAS and NVRTC from instead of
 	// searching (the loader path, /usr/local/cuda*, JetPack's folders).
