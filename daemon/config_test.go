@@ -58,7 +58,7 @@ func TestConfigRefusesUnsafeOrWrongSettings(t *testing.T) {
 		{"embedded_broker: {address: '0.0.0.0:1883'}\n", "anonymous"},
 		{"broker: tcp://mq.lan:1883\nmqtt: {ca_file: /etc/ca.pem}\n", "plaintext"},
 		{"top_k: 0\n", "top_k"},
-		{"precision: fp16\n", "precision"},
+		{"precision: fp8\n", "precision"},
 		{"listen: 8080\n", "listen"},
 		{"stats_interval: 10ms\n", "stats_interval"},
 		{"reload_min_interval: -1s\n", "reload_min_interval"},
