@@ -5,69 +5,25 @@
 // a per-row scale — with activations and sums in fp32. For a batch of up to
 // eight images every weight row is read once and multiplied into all of
 // them (a GEMM with M ≤ 8 re-reads the weights per block and reached a
-// quarter of the memory bandwidth a single pass does). The loops keep 16
-// independent partial sums per image so compilers vectorise them without
-// reordering any one sum (no -ffast-math): AVX-512 or AVX2 on amd64
-// (chosen at load time), NEON on arm64. fcForwardQRef and fcForward in Go
-// are the references they are tested against.
+// quarter of the memory bandwidth a single pass does). Each image keeps
+// one vector of independent partial sums per row, so the compiler
+// vectorises without reordering any one sum (no -ffast-math).
+// fcForwardQRef and fcForward in Go are the references they are tested
+// against.
+//
+// The kernels are written once (FC_FAMILY) and instantiated per vector
+// width, each with its own register blocking — R rows × NB images of
+// partial sums must fit the register file, or the compiler spills them to
+// the stack on every step: 16 lanes for AVX-512 (32 zmm), 8 for AVX2 (16
+// ymm), 4 for SSE2 (16 xmm) and NEON (32 q). x86 picks one at load time.
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define LW_CLONES
-#endif
-
-#define LANES 16
 #define MAXNB 8
 
 enum { LW_F32 = 0, LW_BF16 = 1, LW_I8 = 2, LW_F16 = 3 };
-
-// Vectors of 16 lanes through GCC's vector extensions: one zmm register
-// with AVX-512, two ymm with AVX2, four q registers with NEON. Plain
-// arrays of partial sums were kept on the stack, not in registers.
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-typedef uint32_t u16x32 __attribute__((vector_size(64)));
-typedef uint16_t h16 __attribute__((vector_size(32), aligned(2)));
-typedef int8_t i16x8 __attribute__((vector_size(16)));
-typedef int16_t h16s __attribute__((vector_size(32)));
-typedef int32_t i16x32 __attribute__((vector_size(64)));
-
-static inline v16 load_f32(const float *p) { return *(const v16u *)p; }
-
-// Halves are widened as signed 16-bit values: one vpmovsxwd, where the
-// unsigned widening was split in two; the bits shifted out or masked
-// below make the sign extension irrelevant.
-static inline i16x32 widen16(const uint16_t *p) {
-	h16s h;
-	memcpy(&h, p, sizeof h);
-	return __builtin_convertvector(h, i16x32);
-}
-
-static inline v16 load_bf16(const uint16_t *p) { return (v16)(widen16(p) << 16); }
-
-// IEEE half to float by shifting the bits into a float's place and
-// rescaling the exponent with one multiply: exact for normal and
-// subnormal halves (Inf and NaN never occur: rows are scaled into
-// [-1, 1]), and only integer shifts and a multiply, which vectorise on
-// every target. fromFP16 in Go is the same.
-static inline v16 load_f16(const uint16_t *p) {
-	// Sign-extended, bit 15 lands on bit 31 after the shift (through bit
-	// 18 of the extension) and the mask clears bits 28–30.
-	return (v16)((widen16(p) << 13) & (int32_t)0x8fffe000) * 0x1p112f;
-}
-
-// Widened in steps (8 → 16 → 32 bits): GCC 12 turned the direct 8 → 32
-// conversion into scalar byte extracts, which made int8 slower than fp32.
-static inline v16 load_i8(const int8_t *p) {
-	i16x8 b;
-	memcpy(&b, p, sizeof b);
-	return __builtin_convertvector(__builtin_convertvector(__builtin_convertvector(b, h16s), i16x32), v16);
-}
 
 static inline float f32of(float v) { return v; }
 
@@ -78,6 +34,11 @@ static inline float bf16f(uint16_t h) {
 	return f;
 }
 
+// IEEE half to float by moving the bits into a float's place and rebasing
+// the exponent with one multiply: exact for normal and subnormal halves
+// (Inf and NaN never occur: rows are scaled into [-1, 1]); only shifts, a
+// mask and a multiply, which vectorise everywhere. fromFP16 in Go is the
+// same.
 static inline float f16f(uint16_t h) {
 	uint32_t u = ((uint32_t)(h & 0x8000) << 16) | ((uint32_t)(h & 0x7fff) << 13);
 	float f;
@@ -87,111 +48,237 @@ static inline float f16f(uint16_t h) {
 
 #define AS_F32(v) ((float)(v))
 
-static inline float hsum(v16 a) {
-	float s = 0;
-	for (int l = 0; l < LANES; l++) s += a[l];
-	return s;
-}
-
-// R weight rows against NB images (both constants, so the partial sums
-// stay in registers): each row is read once per group of images, and each
-// load of an image's activations serves R rows. out[r*NB+b] gets row r,
-// image b; rows are in elements (not bytes) apart.
-#define ROW_KERNEL(NAME, WT, LOAD, CONV, NB, R)                                                   \
-	LW_CLONES static void NAME##_##NB##x##R(const WT *w, size_t rs, const float *x, size_t in,    \
-	                                       float *out) {                                          \
-		v16 acc[R][NB];                                                                           \
-		_Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
-		    _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++) acc[r][b] = (v16){0};            \
-		size_t i = 0, end = in / LANES * LANES;                                                   \
-		for (; i < end; i += LANES) {                                                             \
-			v16 v[R];                                                                             \
-			_Pragma("GCC unroll 4") for (int r = 0; r < R; r++) v[r] = LOAD(w + r * rs + i);      \
-			_Pragma("GCC unroll 8") for (int b = 0; b < NB; b++) {                                \
-				v16 xv = load_f32(x + b * in + i);                                                \
-				_Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r][b] += v[r] * xv;       \
-			}                                                                                     \
-		}                                                                                         \
-		for (int r = 0; r < R; r++) {                                                             \
-			for (int b = 0; b < NB; b++) out[r * NB + b] = hsum(acc[r][b]);                       \
-			for (size_t k = i; k < in; k++) {                                                     \
-				float v = CONV(w[r * rs + k]);                                                    \
-				for (int b = 0; b < NB; b++) out[r * NB + b] += v * x[b * in + k];                \
-			}                                                                                     \
-		}                                                                                         \
+// One R-row × NB-image block of family P (both constants, so the partial
+// sums are registers): out[r*NB+b] = Σ_i w[r*rs+i]·x[b*in+i].
+#define ROW_KERNEL(P, NAME, WT, LOAD, CONV, NB, R)                                                 \
+	P##_ATTR __attribute__((noinline)) static void P##_##NAME##_##NB##x##R(const WT *w, size_t rs, const float *x, size_t in, \
+	                                             float *out) {                                     \
+		P##_v acc[R][NB];                                                                          \
+		_Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                       \
+		    _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++) acc[r][b] = (P##_v){0};           \
+		size_t i = 0, end = in / P##_L * P##_L;                                                    \
+		for (; i < end; i += P##_L) {                                                              \
+			P##_v v[R];                                                                            \
+			_Pragma("GCC unroll 4") for (int r = 0; r < R; r++) v[r] = P##_##LOAD(w + r * rs + i); \
+			_Pragma("GCC unroll 8") for (int b = 0; b < NB; b++) {                                 \
+				P##_v xv = P##_load_f32(x + b * in + i);                                           \
+				_Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r][b] += v[r] * xv;        \
+			}                                                                                      \
+		}                                                                                          \
+		for (int r = 0; r < R; r++) {                                                              \
+			for (int b = 0; b < NB; b++) {                                                         \
+				float s = 0;                                                                       \
+				for (int l = 0; l < P##_L; l++) s += acc[r][b][l];                                 \
+				out[r * NB + b] = s;                                                               \
+			}                                                                                      \
+			for (size_t k = i; k < in; k++) {                                                      \
+				float v = CONV(w[r * rs + k]);                                                     \
+				for (int b = 0; b < NB; b++) out[r * NB + b] += v * x[b * in + k];                 \
+			}                                                                                      \
+		}                                                                                          \
 	}
 
-// Row blocks per group size: R·NB ≤ 16 partial sums (of AVX-512's 32
-// registers), and R = 1 for the last rows of a range.
-#define ROW_KERNELS(NAME, WT, LOAD, CONV)                                                           \
-	ROW_KERNEL(NAME, WT, LOAD, CONV, 1, 4)                                                          \
-	ROW_KERNEL(NAME, WT, LOAD, CONV, 2, 4)                                                          \
-	ROW_KERNEL(NAME, WT, LOAD, CONV, 4, 4)                                                          \
-	ROW_KERNEL(NAME, WT, LOAD, CONV, 8, 2)                                                          \
-	ROW_KERNEL(NAME, WT, LOAD, CONV, 1, 1)                                                          \
-	ROW_KERNEL(NAME, WT, LOAD, CONV, 2, 1)                                                          \
-	ROW_KERNEL(NAME, WT, LOAD, CONV, 4, 1)                                                          \
-	ROW_KERNEL(NAME, WT, LOAD, CONV, 8, 1)                                                          \
-	/* rows [0, rows) of w (in elements per row) against nb images into out[row*nb+b] */         \
-	static void NAME(const WT *w, int rows, const float *x, size_t in, int nb, float *out) {        \
-		int R = nb == 8 ? 2 : 4, o = 0;                                                             \
-		for (; o + R <= rows; o += R) {                                                             \
-			const WT *wo = w + (size_t)o * in;                                                      \
-			float *so = out + o * nb;                                                               \
-			switch (nb) {                                                                           \
-			case 8: NAME##_8x2(wo, in, x, in, so); break;                                           \
-			case 4: NAME##_4x4(wo, in, x, in, so); break;                                           \
-			case 2: NAME##_2x4(wo, in, x, in, so); break;                                           \
-			case 1: NAME##_1x4(wo, in, x, in, so); break;                                           \
-			}                                                                                       \
-		}                                                                                           \
-		for (; o < rows; o++) {                                                                     \
-			const WT *wo = w + (size_t)o * in;                                                      \
-			float *so = out + o * nb;                                                               \
-			switch (nb) {                                                                           \
-			case 8: NAME##_8x1(wo, in, x, in, so); break;                                           \
-			case 4: NAME##_4x1(wo, in, x, in, so); break;                                           \
-			case 2: NAME##_2x1(wo, in, x, in, so); break;                                           \
-			case 1: NAME##_1x1(wo, in, x, in, so); break;                                           \
-			}                                                                                       \
-		}                                                                                           \
+// rows [0, rows) of w against nb images into out[row*nb+b]: blocks of
+// P##_R<nb> rows, then single rows.
+#define ROW_KERNELS(P, NAME, WT, LOAD, CONV)                                                   \
+	ROW_KERNEL(P, NAME, WT, LOAD, CONV, 1, P##_R1)                                             \
+	ROW_KERNEL(P, NAME, WT, LOAD, CONV, 2, P##_R2)                                             \
+	ROW_KERNEL(P, NAME, WT, LOAD, CONV, 4, P##_R4)                                             \
+	ROW_KERNEL(P, NAME, WT, LOAD, CONV, 8, P##_R8)                                             \
+	ROW_KERNEL(P, NAME, WT, LOAD, CONV, 1, 1)                                                  \
+	ROW_KERNEL(P, NAME, WT, LOAD, CONV, 2, 1)                                                  \
+	ROW_KERNEL(P, NAME, WT, LOAD, CONV, 4, 1)                                                  \
+	ROW_KERNEL(P, NAME, WT, LOAD, CONV, 8, 1)                                                  \
+	P##_ATTR static void P##_##NAME(const WT *w, int rows, const float *x, size_t in, int nb,   \
+	                                float *out) {                                              \
+		int R = nb == 8 ? P##_R8 : nb == 4 ? P##_R4 : nb == 2 ? P##_R2 : P##_R1, o = 0;       \
+		for (; o + R <= rows; o += R) {                                                        \
+			const WT *wo = w + (size_t)o * in;                                                 \
+			float *so = out + o * nb;                                                          \
+			switch (nb) {                                                                      \
+			case 8: P##_##NAME##_8x##P##_R8(wo, in, x, in, so); break;                         \
+			case 4: P##_##NAME##_4x##P##_R4(wo, in, x, in, so); break;                         \
+			case 2: P##_##NAME##_2x##P##_R2(wo, in, x, in, so); break;                         \
+			case 1: P##_##NAME##_1x##P##_R1(wo, in, x, in, so); break;                         \
+			}                                                                                  \
+		}                                                                                      \
+		for (; o < rows; o++) {                                                                \
+			const WT *wo = w + (size_t)o * in;                                                 \
+			float *so = out + o * nb;                                                          \
+			switch (nb) {                                                                      \
+			case 8: P##_##NAME##_8x1(wo, in, x, in, so); break;                                \
+			case 4: P##_##NAME##_4x1(wo, in, x, in, so); break;                                \
+			case 2: P##_##NAME##_2x1(wo, in, x, in, so); break;                                \
+			case 1: P##_##NAME##_1x1(wo, in, x, in, so); break;                                \
+			}                                                                                  \
+		}                                                                                      \
 	}
 
-ROW_KERNELS(rows_f32, float, load_f32, f32of)
-ROW_KERNELS(rows_bf16, uint16_t, load_bf16, bf16f)
-ROW_KERNELS(rows_f16, uint16_t, load_f16, f16f)
-ROW_KERNELS(rows_i8, int8_t, load_i8, AS_F32)
+// The vector types and loads of family P with P##_L lanes. Halves and
+// bytes are widened as signed values in steps (8 → 16 → 32 bits): GCC 12
+// split unsigned and direct 8 → 32 widenings into scalar extracts. The
+// sign extension is shifted out (bf16) or masked (fp16: after the shift
+// bit 15 lands on bit 31 through bit 18 of the extension, and the mask
+// clears bits 28–30).
+#define FC_TYPES(P)                                                                               \
+	typedef float P##_v __attribute__((vector_size(4 * P##_L)));                                 \
+	typedef float P##_vu __attribute__((vector_size(4 * P##_L), aligned(4)));                    \
+	typedef int32_t P##_vi __attribute__((vector_size(4 * P##_L)));                              \
+	typedef int16_t P##_vh __attribute__((vector_size(2 * P##_L)));                              \
+	typedef int8_t P##_vb __attribute__((vector_size(P##_L)));                                   \
+	P##_ATTR static inline P##_v P##_load_f32(const float *p) { return *(const P##_vu *)p; }
+
+#define FC_LOADERS(P)                                                                             \
+	P##_ATTR static inline P##_vi P##_widen16(const uint16_t *p) {                               \
+		P##_vh h;                                                                                \
+		memcpy(&h, p, sizeof h);                                                                 \
+		return __builtin_convertvector(h, P##_vi);                                               \
+	}                                                                                            \
+	P##_ATTR static inline P##_v P##_load_bf16(const uint16_t *p) {                              \
+		return (P##_v)(P##_widen16(p) << 16);                                                    \
+	}                                                                                            \
+	P##_ATTR static inline P##_v P##_load_f16(const uint16_t *p) {                               \
+		return (P##_v)((P##_widen16(p) << 13) & (int32_t)0x8fffe000) * 0x1p112f;                 \
+	}                                                                                            \
+	P##_ATTR static inline P##_v P##_load_i8(const int8_t *p) {                                  \
+		P##_vb b;                                                                                \
+		memcpy(&b, p, sizeof b);                                                                 \
+		return __builtin_convertvector(__builtin_convertvector(__builtin_convertvector(b, P##_vh), \
+		                                                       P##_vi),                          \
+		                               P##_v);                                                   \
+	}
 
 // Groups of 8, 4, 2, 1 images: n = 3 runs 2 + 1, never a padded group.
 static int group(int left) { return left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1; }
 
-// y[b*out+o] = bias[o] + scale[o]·Σ_i w[o*in+i]·x[b*in+i] for o in [o0, o1);
-// scale is used for fp16 and int8. Rows go in blocks of ROWBLOCK so the
-// sums of a block (ROWBLOCK × 8 floats) stay on the stack.
+// y[b*out+o] = bias[o] + scale[o]·Σ_i w[o*in+i]·x[b*in+i] for o in [o0, o1)
+// (scale for fp16 and int8), rows in blocks of ROWBLOCK so a block's sums
+// (ROWBLOCK × 8 floats) stay on the stack.
 #define ROWBLOCK 64
-void lw_fc(const void *w, int kind, const float *scale, const float *x, const float *bias, float *y,
-           int n, int in, int out, int o0, int o1) {
-	float s[ROWBLOCK * MAXNB];
-	for (int b = 0; b < n;) {
-		int nb = group(n - b);
-		const float *xb = x + (size_t)b * in;
-		for (int o = o0; o < o1; o += ROWBLOCK) {
-			int rows = o1 - o < ROWBLOCK ? o1 - o : ROWBLOCK;
-			size_t at = (size_t)o * in;
-			switch (kind) {
-			case LW_F32: rows_f32((const float *)w + at, rows, xb, in, nb, s); break;
-			case LW_BF16: rows_bf16((const uint16_t *)w + at, rows, xb, in, nb, s); break;
-			case LW_F16: rows_f16((const uint16_t *)w + at, rows, xb, in, nb, s); break;
-			case LW_I8: rows_i8((const int8_t *)w + at, rows, xb, in, nb, s); break;
-			}
-			for (int r = 0; r < rows; r++) {
-				float sc = kind == LW_F16 || kind == LW_I8 ? scale[o + r] : 1;
-				for (int k = 0; k < nb; k++) {
-					float v = s[r * nb + k];
-					y[(size_t)(b + k) * out + o + r] = bias[o + r] + (sc == 1 ? v : v * sc);
-				}
-			}
-		}
-		b += nb;
+#define FC_FAMILY(P)                                                                                \
+	ROW_KERNELS(P, rows_f32, float, load_f32, f32of)                                                \
+	ROW_KERNELS(P, rows_bf16, uint16_t, load_bf16, bf16f)                                           \
+	ROW_KERNELS(P, rows_f16, uint16_t, load_f16, f16f)                                              \
+	ROW_KERNELS(P, rows_i8, int8_t, load_i8, AS_F32)                                                \
+	P##_ATTR static void P##_fc(const void *w, int kind, const float *scale, const float *x,         \
+	                            const float *bias, float *y, int n, int in, int out, int o0, int o1) { \
+		float s[ROWBLOCK * MAXNB];                                                                  \
+		for (int b = 0; b < n;) {                                                                   \
+			int nb = group(n - b);                                                                  \
+			const float *xb = x + (size_t)b * in;                                                   \
+			for (int o = o0; o < o1; o += ROWBLOCK) {                                               \
+				int rows = o1 - o < ROWBLOCK ? o1 - o : ROWBLOCK;                                   \
+				size_t at = (size_t)o * in;                                                         \
+				switch (kind) {                                                                     \
+				case LW_F32: P##_rows_f32((const float *)w + at, rows, xb, in, nb, s); break;       \
+				case LW_BF16: P##_rows_bf16((const uint16_t *)w + at, rows, xb, in, nb, s); break;  \
+				case LW_F16: P##_rows_f16((const uint16_t *)w + at, rows, xb, in, nb, s); break;    \
+				case LW_I8: P##_rows_i8((const int8_t *)w + at, rows, xb, in, nb, s); break;        \
+				}                                                                                   \
+				for (int r = 0; r < rows; r++) {                                                    \
+					float sc = kind == LW_F16 || kind == LW_I8 ? scale[o + r] : 1;                  \
+					for (int k = 0; k < nb; k++) {                                                  \
+						float v = s[r * nb + k];                                                    \
+						y[(size_t)(b + k) * out + o + r] = bias[o + r] + (sc == 1 ? v : v * sc);    \
+					}                                                                               \
+				}                                                                                   \
+			}                                                                                       \
+			b += nb;                                                                                \
+		}                                                                                           \
 	}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// AVX-512: 32 registers of 16 lanes.
+#define W16_L 16
+#define W16_ATTR __attribute__((target("avx512f")))
+#define W16_R1 4
+#define W16_R2 4
+#define W16_R4 4
+#define W16_R8 2
+FC_TYPES(W16)
+FC_LOADERS(W16)
+FC_FAMILY(W16)
+// AVX2 + FMA: 16 registers of 8 lanes.
+#define W8_L 8
+#define W8_ATTR __attribute__((target("avx2,fma")))
+#define W8_R1 4
+#define W8_R2 4
+#define W8_R4 2
+#define W8_R8 1
+FC_TYPES(W8)
+FC_LOADERS(W8)
+FC_FAMILY(W8)
+#endif
+
+// SSE2 (x86's baseline: 16 registers) or NEON (32) or anything else: 4
+// lanes.
+#define W4_L 4
+#define W4_ATTR
+#if defined(__aarch64__)
+#define W4_R1 4
+#define W4_R2 4
+#define W4_R4 4
+#define W4_R8 2
+#else
+#define W4_R1 4
+#define W4_R2 4
+#define W4_R4 2
+#define W4_R8 1
+#endif
+FC_TYPES(W4)
+#if defined(__aarch64__)
+// NEON's own widenings: GCC assembled the generic 4-lane ones lane by lane.
+#include <arm_neon.h>
+static inline W4_v W4_load_bf16(const uint16_t *p) { return (W4_v)vshll_n_u16(vld1_u16(p), 16); }
+static inline W4_v W4_load_f16(const uint16_t *p) {
+	int32x4_t h = vmovl_s16(vld1_s16((const int16_t *)p));
+	return (W4_v)vandq_s32(vshlq_n_s32(h, 13), vdupq_n_s32((int32_t)0x8fffe000)) * 0x1p112f;
+}
+static inline W4_v W4_load_i8(const int8_t *p) {
+	int32_t four;
+	memcpy(&four, p, 4);
+	int8x8_t b = vreinterpret_s8_s32(vdup_n_s32(four));
+	return (W4_v)vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(b))));
+}
+#else
+FC_LOADERS(W4)
+#endif
+FC_FAMILY(W4)
+
+void lw_fc(const void *w, int kind, const float *scale, const float *x, const float *bias, float *y, int n, int in,
+           int out, int o0, int o1) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+	if (__builtin_cpu_supports("avx512f")) {
+		W16_fc(w, kind, scale, x, bias, y, n, in, out, o0, o1);
+		return;
+	}
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+		W8_fc(w, kind, scale, x, bias, y, n, in, out, o0, o1);
+		return;
+	}
+#endif
+	W4_fc(w, kind, scale, x, bias, y, n, in, out, o0, o1);
+}
+
+// lw_fc_width runs one family by its lane count (16, 8, 4), for the tests
+// that check every family this CPU can run against the reference; it
+// returns 0 when this CPU or build has no such family.
+int lw_fc_width(int lanes, const void *w, int kind, const float *scale, const float *x, const float *bias, float *y,
+                int n, int in, int out, int o0, int o1) {
+	switch (lanes) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+	case 16:
+		if (!__builtin_cpu_supports("avx512f")) return 0;
+		W16_fc(w, kind, scale, x, bias, y, n, in, out, o0, o1);
+		return 1;
+	case 8:
+		if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+		W8_fc(w, kind, scale, x, bias, y, n, in, out, o0, o1);
+		return 1;
+#endif
+	case 4:
+		W4_fc(w, kind, scale, x, bias, y, n, in, out, o0, o1);
+		return 1;
+	}
+	return 0;
 }

@@ -87,16 +87,27 @@ func TestQuantizedFCMatchesReference(t *testing.T) {
 			}
 			ref, got, exact := make([]float32, n*out), make([]float32, n*out), make([]float32, n*out)
 			fcForwardQRef(q, n, x, bias, ref, 0, out)
-			fcQuantized(q, n, x, bias, got, 0, 37) // two row ranges, as split over cores
-			fcQuantized(q, n, x, bias, got, 37, out)
 			fcForward(n, in, out, x, w, bias, exact)
-			var kernelErr, precErr float64
-			for i := range ref {
-				kernelErr = math.Max(kernelErr, math.Abs(float64(got[i]-ref[i])))
-				precErr = math.Max(precErr, math.Abs(float64(got[i]-exact[i])))
+			// The family this CPU picks, then each vector width it can run
+			// (AVX-512, AVX2, SSE2/NEON), all against the reference.
+			for _, lanes := range []int{0, 16, 8, 4} {
+				clear(got)
+				if !fcLanes(lanes, q, n, x, bias, got, 0, 37) { // two row ranges, as split over cores
+					continue
+				}
+				fcLanes(lanes, q, n, x, bias, got, 37, out)
+				var kernelErr float64
+				for i := range ref {
+					kernelErr = math.Max(kernelErr, math.Abs(float64(got[i]-ref[i])))
+				}
+				if kernelErr > 1e-4 {
+					t.Errorf("%s batch %d, %d lanes: kernel differs from the reference by %g", p, n, lanes, kernelErr)
+				}
 			}
-			if kernelErr > 1e-4 {
-				t.Errorf("%s batch %d: kernel differs from the reference by %g", p, n, kernelErr)
+			fcQuantized(q, n, x, bias, got, 0, out)
+			var precErr float64
+			for i := range ref {
+				precErr = math.Max(precErr, math.Abs(float64(got[i]-exact[i])))
 			}
 			// |y| is about 1: fp16 keeps 11 bits, bf16 8, int8 7 per row;
 			// fp32 differs only in summation order.
