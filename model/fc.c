@@ -152,8 +152,9 @@ static inline float f16f(uint16_t h) {
 static int group(int left) { return left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1; }
 
 // y[b*out+o] = bias[o] + scale[o]·Σ_i w[o*in+i]·x[b*in+i] for o in [o0, o1)
-// (scale for fp16 and int8), rows in blocks of ROWBLOCK so a block's sums
-// (ROWBLOCK × 8 floats) stay on the stack.
+// (scale for fp16 and int8), rows in blocks of ROWBLOCK (a multiple of
+// every family's row blocking) so a block's sums (ROWBLOCK × 8 floats) stay
+// on the stack.
 #define ROWBLOCK 48
 #define FC_FAMILY(P)                                                                                \
 	ROW_KERNELS(P, rows_f32, float, load_f32, f32of)                                                \
