@@ -48,7 +48,8 @@ type Options struct {
 type Classifier struct {
 	m        *Model
 	prec     Precision
-	q        []*qfc // per layer: the large FC layers' streaming weights, or nil
+	q        []*qfc         // per layer: the large FC layers' streaming weights, or nil
+	wino     []*winoWeights // per layer: Winograd filters of the 3×3 convolutions, or nil
 	maxBatch int
 	idle     chan *runner
 	slots    chan struct{} // a token per runner not yet built
@@ -80,6 +81,12 @@ func NewClassifier(m *Model, opt Options) *Classifier {
 			if w := m.Params[l.Name+".weight"]; l.Kind == FC && len(w.Data) >= minQuantized {
 				c.q[i] = quantizeFC(c.prec, w.Data, w.Shape[0], w.Shape[1])
 			}
+		}
+	}
+	c.wino = make([]*winoWeights, len(m.Spec.Layers))
+	for i, l := range m.Spec.Layers {
+		if winogradFits(&l) {
+			c.wino[i] = transformFilters(&l, m.shapes[i], m.Params[l.Name+".weight"].Data)
 		}
 	}
 	for i := 0; i < opt.Workers; i++ {
@@ -114,7 +121,7 @@ func (c *Classifier) acquire(ctx context.Context) (*runner, error) {
 	case <-c.slots:
 		// Buffers are built lazily so an idle daemon holds only the weights.
 		r := newRunner(c.m, c.maxBatch, false, nil)
-		r.q = c.q
+		r.q, r.wino = c.q, c.wino
 		return r, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

@@ -150,8 +150,9 @@ type runner struct {
 
 	acts   [][]float32 // acts[i] is layer i's input; acts[len] the logits
 	col    []float32
-	tmp    []float32 // a batched convolution's output before the scatter
-	q      []*qfc    // streaming FC weights per layer (inference; see fc.c)
+	tmp    []float32      // a batched convolution's output before the scatter
+	q      []*qfc         // streaming FC weights per layer (inference; see fc.c)
+	wino   []*winoWeights // Winograd filters per layer (inference)
 	argmax [][]int32
 	scale  [][]float32 // LRN denominators (training)
 	mask   [][]float32 // dropout masks, already scaled by 1/(1-p)
@@ -191,6 +192,10 @@ func newRunner(m *Model, capacity int, train bool, rng *rand.Rand) *runner {
 		case Conv:
 			c, t := convBuffers(&l, in, out, capacity)
 			colLen, tmpLen = max(colLen, c), max(tmpLen, t)
+			if !train && winogradFits(&l) { // either path may run
+				c, t = winoBuffers(&l, in, out, capacity)
+				colLen, tmpLen = max(colLen, c), max(tmpLen, t)
+			}
 		case MaxPool:
 			if train {
 				r.argmax[i] = make([]int32, capacity*out.Len())
@@ -240,7 +245,11 @@ func (r *runner) forwardRange(x []float32, n, from, to int) []float32 {
 			// A ReLU right after (in place, so nothing keeps the
 			// unrectified output) is applied with the bias.
 			relu := i+1 < to && m.Spec.Layers[i+1].Kind == ReLU
-			convForwardBatch(l, in, out, n, src, w, b, dst, r.col, r.tmp, relu)
+			if r.wino != nil && r.wino[i] != nil {
+				convForwardWinograd(l, in, out, n, src, r.wino[i], b, dst, r.col, r.tmp, relu)
+			} else {
+				convForwardBatch(l, in, out, n, src, w, b, dst, r.col, r.tmp, relu)
+			}
 			if relu {
 				i++
 			}

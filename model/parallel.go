@@ -20,6 +20,7 @@ type piece struct {
 	i2c  im2colArgs
 	fcq  fcqArgs
 	pool poolArgs
+	wino winoArgs
 	wg   *sync.WaitGroup
 }
 
@@ -31,6 +32,9 @@ const (
 	pieceIm2col
 	pieceFCQ
 	pieceMaxPool
+	pieceWinoIn
+	pieceWinoGemms
+	pieceWinoOut
 )
 
 // poolArgs max-pools channels [c0, c1) of n images (inference: no argmax).
@@ -83,6 +87,12 @@ func (p *piece) run() {
 		for j := 0; j < a.n; j++ {
 			maxPoolInfer(a.l, a.in, a.out, a.x[j*il:], a.y[j*ol:], a.c0, a.c1)
 		}
+	case pieceWinoIn:
+		p.wino.runIn()
+	case pieceWinoGemms:
+		p.wino.runGemms()
+	case pieceWinoOut:
+		p.wino.runOut()
 	case pieceIm2col:
 		a := &p.i2c
 		for j := 0; j < a.count; j++ {

@@ -1,0 +1,233 @@
+package model
+
+// Winograd F(2×2, 3×3) for the 3×3, stride-1, pad-1 convolutions of
+// inference (conv3–5, over half of AlexNet's multiply-adds): 16 multiplies
+// per 2×2 outputs instead of 36, as 16 GEMMs between transformed filters
+// (computed once per classifier) and transformed input tiles. F(2×2) and not
+// F(4×4): its transforms are additions only, so it stays within a few ulps
+// of the direct convolution (the peer cross-checks hold their 1e-6), and
+// its filters take 16/9 of the weights (+15 MB for conv3–5) where F(4×4)
+// takes 4× (+34 MB). Training keeps im2col (convForward, the reference).
+
+// winoWeights is one layer's transformed filters: per group, 16 matrices
+// coutG × cinG (U = G g Gᵀ), ξ after ξ.
+type winoWeights struct {
+	u           []float32
+	coutG, cinG int
+}
+
+// winogradFits says whether layer l runs as Winograd F(2×2, 3×3).
+func winogradFits(l *Layer) bool {
+	return l.Kind == Conv && l.Kernel == 3 && l.Stride == 1 && l.Pad == 1
+}
+
+// transformFilters computes U = G g Gᵀ for every filter of l, with
+// G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
+func transformFilters(l *Layer, in Shape3, w []float32) *winoWeights {
+	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
+	ww := &winoWeights{u: make([]float32, l.Groups*16*coutG*cinG), coutG: coutG, cinG: cinG}
+	for g := 0; g < l.Groups; g++ {
+		u := ww.u[g*16*coutG*cinG:]
+		for o := 0; o < coutG; o++ {
+			for c := 0; c < cinG; c++ {
+				f := w[((g*coutG+o)*cinG+c)*9:][:9]
+				var gg [4][3]float32 // G g
+				for s := 0; s < 3; s++ {
+					g0, g1, g2 := f[s], f[3+s], f[6+s]
+					gg[0][s] = g0
+					gg[1][s] = (g0 + g1 + g2) / 2
+					gg[2][s] = (g0 - g1 + g2) / 2
+					gg[3][s] = g2
+				}
+				for r := 0; r < 4; r++ { // (G g) Gᵀ
+					g0, g1, g2 := gg[r][0], gg[r][1], gg[r][2]
+					row := [4]float32{g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2}
+					for s, v := range row {
+						u[((r*4+s)*coutG+o)*cinG+c] = v
+					}
+				}
+			}
+		}
+	}
+	return ww
+}
+
+// winoTiles is the 2×2 tiles covering an h×w output.
+func winoTiles(h, w int) int { return ((h + 1) / 2) * ((w + 1) / 2) }
+
+// winoChunk is how many output channels share one round of GEMMs and the
+// output transform: their products (16 × chunk × tiles) stay near the
+// scratch the direct convolution already has (all 384 of conv3 at once
+// took 13 MB more at batch 16 for ~3% speed; 64 were ~3% slower).
+const winoChunk = 128
+
+// winoImagesPerPass is how many of n images share one pass of layer l.
+func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
+	per := 16 * in.C / l.Groups * winoTiles(out.H, out.W)
+	return max(1, min(n, convColCap/per))
+}
+
+// winoBuffers is the scratch a batch of n needs: transformed inputs, and
+// products of one chunk of output channels.
+func winoBuffers(l *Layer, in, out Shape3, n int) (v, m int) {
+	per := winoImagesPerPass(l, in, out, n)
+	t := per * winoTiles(out.H, out.W)
+	return 16 * in.C / l.Groups * t, 16 * min(winoChunk, l.Out/l.Groups) * t
+}
+
+// convForwardWinograd is convForwardBatch for a layer that winogradFits.
+func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoWeights, bias, y, vbuf, mbuf []float32, relu bool) {
+	cinG, coutG := ww.cinG, ww.coutG
+	il, ol := in.Len(), out.Len()
+	hw, p := in.H*in.W, out.H*out.W
+	per := winoImagesPerPass(l, in, out, n)
+	for j0 := 0; j0 < n; j0 += per {
+		nb := min(per, n-j0)
+		T := nb * winoTiles(out.H, out.W)
+		for g := 0; g < l.Groups; g++ {
+			xg := x[j0*il+g*cinG*hw:]
+			winoInPar(xg, il, nb, in, cinG, vbuf, T)
+			u := ww.u[g*16*coutG*cinG:]
+			for c0 := 0; c0 < coutG; c0 += winoChunk {
+				rows := min(winoChunk, coutG-c0)
+				winoGemmsPar(u[c0*cinG:], coutG, cinG, vbuf, T, mbuf, rows)
+				yg := y[j0*ol+(g*coutG+c0)*p:]
+				winoOutPar(mbuf, rows, T, nb, out, bias[g*coutG+c0:], relu, yg, ol)
+			}
+		}
+	}
+}
+
+// winogradInRef is lw_wino_in (winograd.c) in Go: V[(ξ·ldc+c)·T+t] for
+// channels [c0, c1) of nb images xs apart.
+func winogradInRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, ldc, T int) {
+	th, tw := (h+1)/2, (w+1)/2
+	step := ldc * T
+	for c := c0; c < c1; c++ {
+		for j := 0; j < nb; j++ {
+			plane := x[j*xs+c*h*w:][:h*w]
+			for ty := 0; ty < th; ty++ {
+				for tx := 0; tx < tw; tx++ {
+					var d, b [4][4]float32
+					for r := 0; r < 4; r++ {
+						iy := 2*ty - 1 + r
+						for s := 0; s < 4; s++ {
+							if ix := 2*tx - 1 + s; iy >= 0 && iy < h && ix >= 0 && ix < w {
+								d[r][s] = plane[iy*w+ix]
+							}
+						}
+					}
+					for s := 0; s < 4; s++ {
+						b[0][s] = d[0][s] - d[2][s]
+						b[1][s] = d[1][s] + d[2][s]
+						b[2][s] = d[2][s] - d[1][s]
+						b[3][s] = d[1][s] - d[3][s]
+					}
+					at := c*T + j*th*tw + ty*tw + tx
+					for r := 0; r < 4; r++ {
+						v[at+(r*4+0)*step] = b[r][0] - b[r][2]
+						v[at+(r*4+1)*step] = b[r][1] + b[r][2]
+						v[at+(r*4+2)*step] = b[r][2] - b[r][1]
+						v[at+(r*4+3)*step] = b[r][1] - b[r][3]
+					}
+				}
+			}
+		}
+	}
+}
+
+// winogradOutRef is lw_wino_out in Go: output channels [co0, co1) of nb
+// images (ys apart in y) from M[(ξ·ldm+co)·T+t], plus bias, rectified when
+// relu is set.
+func winogradOutRef(m []float32, ldm, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
+	th, tw := (oh+1)/2, (ow+1)/2
+	step := ldm * T
+	for co := co0; co < co1; co++ {
+		for j := 0; j < nb; j++ {
+			out := y[j*ys+co*oh*ow:][:oh*ow]
+			for ty := 0; ty < th; ty++ {
+				for tx := 0; tx < tw; tx++ {
+					at := co*T + j*th*tw + ty*tw + tx
+					var a [2][4]float32
+					for s := 0; s < 4; s++ {
+						m0, m1, m2, m3 := m[at+(0*4+s)*step], m[at+(1*4+s)*step], m[at+(2*4+s)*step], m[at+(3*4+s)*step]
+						a[0][s] = m0 + m1 + m2
+						a[1][s] = m1 - m2 - m3
+					}
+					for r := 0; r < 2; r++ {
+						oy := 2*ty + r
+						if oy >= oh {
+							break
+						}
+						v0 := a[r][0] + a[r][1] + a[r][2] + bias[co]
+						v1 := a[r][1] - a[r][2] - a[r][3] + bias[co]
+						if relu {
+							if v0 < 0 {
+								v0 = 0
+							}
+							if v1 < 0 {
+								v1 = 0
+							}
+						}
+						out[oy*ow+2*tx] = v0
+						if 2*tx+1 < ow {
+							out[oy*ow+2*tx+1] = v1
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// winoArgs is one piece of a Winograd pass: input channels [c0, c1) to
+// transform, transforms ξ in [c0, c1) to multiply, or output channels
+// [c0, c1) to transform back.
+type winoArgs struct {
+	x, v, u, m, bias, y []float32
+	xs, ys, nb, T       int
+	in, out             Shape3
+	coutG, cinG, rows   int
+	relu                bool
+	c0, c1              int
+}
+
+func (a *winoArgs) runIn() {
+	winogradIn(a.x, a.xs, a.nb, a.in.H, a.in.W, a.c0, a.c1, a.v, a.cinG, a.T)
+}
+
+func (a *winoArgs) runGemms() {
+	for xi := a.c0; xi < a.c1; xi++ {
+		sgemm(false, false, a.rows, a.T, a.cinG, 1, a.u[xi*a.coutG*a.cinG:], a.cinG, a.v[xi*a.cinG*a.T:], a.T, 0, a.m[xi*a.rows*a.T:], a.T)
+	}
+}
+
+func (a *winoArgs) runOut() {
+	winogradOut(a.m, a.rows, a.T, a.nb, a.out.H, a.out.W, a.bias, a.relu, a.y, a.ys, a.c0, a.c1)
+}
+
+// splitWino runs kind over [0, total) in one piece per core.
+func splitWino(kind pieceKind, a winoArgs, total int) {
+	w := min(workers(), maxPieces, total)
+	var buf [maxPieces]piece
+	pieces := buf[:0]
+	step := (total + w - 1) / w
+	for c := 0; c < total; c += step {
+		b := a
+		b.c0, b.c1 = c, min(total, c+step)
+		pieces = append(pieces, piece{kind: kind, wino: b})
+	}
+	runPieces(pieces)
+}
+
+func winoInPar(x []float32, xs, nb int, in Shape3, cinG int, v []float32, T int) {
+	splitWino(pieceWinoIn, winoArgs{x: x, xs: xs, nb: nb, in: in, cinG: cinG, v: v, T: T}, cinG)
+}
+
+func winoGemmsPar(u []float32, coutG, cinG int, v []float32, T int, m []float32, rows int) {
+	splitWino(pieceWinoGemms, winoArgs{u: u, coutG: coutG, cinG: cinG, v: v, T: T, m: m, rows: rows}, 16)
+}
+
+func winoOutPar(m []float32, rows, T, nb int, out Shape3, bias []float32, relu bool, y []float32, ys int) {
+	splitWino(pieceWinoOut, winoArgs{m: m, rows: rows, T: T, nb: nb, out: out, bias: bias, relu: relu, y: y, ys: ys}, rows)
+}

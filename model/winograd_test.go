@@ -1,0 +1,92 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"testing"
+)
+
+// TestWinogradMatchesDirect: every 3×3 convolution of both variants (bvlc's
+// grouped ones included) through Winograd F(2×2, 3×3) against the direct
+// reference, for batch sizes across the images that share a pass, with and
+// without the fused ReLU; and the C transforms against their Go references
+// bit for bit.
+func TestWinogradMatchesDirect(t *testing.T) {
+	for _, v := range Variants() {
+		m, _ := NewRandom(v, 38, 3)
+		rng := rand.New(rand.NewPCG(15, 16))
+		found := 0
+		for i, l := range m.Spec.Layers {
+			if !winogradFits(&l) {
+				continue
+			}
+			found++
+			in, out := m.shapes[i], m.shapes[i+1]
+			w, b := m.Params[l.Name+".weight"].Data, m.Params[l.Name+".bias"].Data
+			ww := transformFilters(&l, in, w)
+			sizes := []int{1, 3, 8, 14}
+			if os.Getenv("LEAFWATCH_EMULATED") != "" {
+				sizes = []int{3}
+			}
+			for _, n := range sizes {
+				x := randActs(rng, n*in.Len(), false)
+				for k := range x {
+					x[k] = max(0, x[k]) // post-ReLU activations
+				}
+				vl, ml := winoBuffers(&l, in, out, n)
+				got := make([]float32, n*out.Len())
+				relu := n%2 == 0
+				convForwardWinograd(&l, in, out, n, x, ww, b, got, make([]float32, vl), make([]float32, ml), relu)
+				ref := make([]float32, out.Len())
+				col := make([]float32, in.C/l.Groups*9*out.H*out.W)
+				worst := 0.0
+				for j := 0; j < n; j++ {
+					convForward(&l, in, out, x[j*in.Len():], w, b, ref, col)
+					if relu {
+						reluForward(ref)
+					}
+					for k, r := range ref {
+						d := math.Abs(float64(got[j*out.Len()+k]-r)) / (1 + math.Abs(float64(r)))
+						worst = math.Max(worst, d)
+					}
+				}
+				if worst > 2e-5 {
+					t.Errorf("%s %s batch %d: Winograd differs from the direct convolution by %.3g (relative)", v, l.Name, n, worst)
+				}
+				if n == 8 {
+					t.Logf("%s %s batch 8: largest difference %.3g", v, l.Name, worst)
+				}
+			}
+		}
+		if found != 3 {
+			t.Errorf("%s: %d layers run as Winograd, want conv3–5", v, found)
+		}
+	}
+
+	rng := rand.New(rand.NewPCG(17, 18))
+	for _, s := range []Shape3{{5, 13, 13}, {3, 6, 7}, {2, 1, 1}} {
+		const nb = 2
+		x := randActs(rng, nb*s.Len(), true)
+		T := nb * winoTiles(s.H, s.W)
+		got, want := make([]float32, 16*s.C*T), make([]float32, 16*s.C*T)
+		winogradIn(x, s.Len(), nb, s.H, s.W, 1, s.C, got, s.C, T)
+		winogradInRef(x, s.Len(), nb, s.H, s.W, 1, s.C, want, s.C, T)
+		for i := range want {
+			if !sameBits(got[i], want[i]) {
+				t.Fatalf("input transform %v [%d]: %g, reference %g", s, i, got[i], want[i])
+			}
+		}
+		bias := randActs(rng, s.C, false)
+		for _, relu := range []bool{false, true} {
+			y, yr := make([]float32, nb*s.Len()), make([]float32, nb*s.Len())
+			winogradOut(got, s.C, T, nb, s.H, s.W, bias, relu, y, s.Len(), 1, s.C)
+			winogradOutRef(got, s.C, T, nb, s.H, s.W, bias, relu, yr, s.Len(), 1, s.C)
+			for i := range yr {
+				if !sameBits(y[i], yr[i]) {
+					t.Fatalf("output transform %v relu=%v [%d]: %g, reference %g", s, relu, i, y[i], yr[i])
+				}
+			}
+		}
+	}
+}
