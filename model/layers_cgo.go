@@ -9,8 +9,8 @@ package model
 // void lw_maxpool(const float *x, float *y, int h, int w, int oh, int ow, int k, int st, int pad, int c0, int c1);
 // void lw_im2col_rows(const float *x, int h, int w, int c0, int k, int stride, int pad, int oh, int ow, float *col,
 //                     size_t ld, int g0, int g1);
-// void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, int ldc, int T);
-// void lw_wino_out(const float *M, int ldm, int T, int nb, int oh, int ow, const float *bias, int relu, float *y,
+// void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step, int T);
+// void lw_wino_out(const float *M, size_t step, int T, int nb, int oh, int ow, const float *bias, int relu, float *y,
 //                  size_t ys, int co0, int co1);
 // void lw_lrn(const float *x, float *y, int C, int hw, int size, float alpha, float beta, float bias);
 import "C"
@@ -52,25 +52,25 @@ func im2colFast(x []float32, h, w, c0, k, stride, pad, oh, ow int, col []float32
 }
 
 // winogradIn is winogradInRef in C (winograd.c).
-func winogradIn(x []float32, xs, nb, h, w, c0, c1 int, v []float32, ldc, T int) {
+func winogradIn(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
 	if c0 >= c1 {
 		return
 	}
-	_, _ = x[(nb-1)*xs+c1*h*w-1], v[(15*ldc+c1-1)*T+nb*winoTiles(h, w)-1]
+	_, _ = x[(nb-1)*xs+c1*h*w-1], v[15*step+(c1-1)*T+nb*winoTiles(h, w)-1]
 	C.lw_wino_in((*C.float)(&x[0]), C.size_t(xs), C.int(nb), C.int(h), C.int(w), C.int(c0), C.int(c1),
-		(*C.float)(&v[0]), C.int(ldc), C.int(T))
+		(*C.float)(&v[0]), C.size_t(step), C.int(T))
 }
 
 // winogradOut is winogradOutRef in C (winograd.c).
-func winogradOut(m []float32, ldm, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
+func winogradOut(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
 	if co0 >= co1 {
 		return
 	}
-	_, _, _ = m[(15*ldm+co1-1)*T+nb*winoTiles(oh, ow)-1], y[(nb-1)*ys+co1*oh*ow-1], bias[co1-1]
+	_, _, _ = m[15*step+(co1-1)*T+nb*winoTiles(oh, ow)-1], y[(nb-1)*ys+co1*oh*ow-1], bias[co1-1]
 	r := C.int(0)
 	if relu {
 		r = 1
 	}
-	C.lw_wino_out((*C.float)(&m[0]), C.int(ldm), C.int(T), C.int(nb), C.int(oh), C.int(ow), (*C.float)(&bias[0]), r,
+	C.lw_wino_out((*C.float)(&m[0]), C.size_t(step), C.int(T), C.int(nb), C.int(oh), C.int(ow), (*C.float)(&bias[0]), r,
 		(*C.float)(&y[0]), C.size_t(ys), C.int(co0), C.int(co1))
 }

@@ -22,11 +22,11 @@ func im2colFast(x []float32, h, w, c0, k, stride, pad, oh, ow int, col []float32
 }
 
 // winogradIn is winogradInRef (no C without cgo).
-func winogradIn(x []float32, xs, nb, h, w, c0, c1 int, v []float32, ldc, T int) {
-	winogradInRef(x, xs, nb, h, w, c0, c1, v, ldc, T)
+func winogradIn(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
+	winogradInRef(x, xs, nb, h, w, c0, c1, v, step, T)
 }
 
 // winogradOut is winogradOutRef (no C without cgo).
-func winogradOut(m []float32, ldm, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
-	winogradOutRef(m, ldm, T, nb, oh, ow, bias, relu, y, ys, co0, co1)
+func winogradOut(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
+	winogradOutRef(m, step, T, nb, oh, ow, bias, relu, y, ys, co0, co1)
 }

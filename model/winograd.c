@@ -11,9 +11,9 @@
 
 #include <stddef.h>
 
-// V[(xi·ldc + c)·T + t] for channels [c0, c1) of nb images (x: image after
+// V[xi·step + c·T + t] for channels [c0, c1) of nb images (x: image after
 // image, xs apart; channel c at x + c·h·w), t = j·th·tw + ty·tw + tx.
-void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, int ldc, int T) {
+void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step, int T) {
 	int th = (h + 1) / 2, tw = (w + 1) / 2;
 	for (int c = c0; c < c1; c++)
 		for (int j = 0; j < nb; j++) {
@@ -37,7 +37,6 @@ void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1,
 					}
 					size_t t = (size_t)j * th * tw + ty * tw + tx;
 					float *v = V + (size_t)c * T + t;
-					size_t step = (size_t)ldc * T;
 					for (int r = 0; r < 4; r++) { // (Bᵀ d) B
 						v[(r * 4 + 0) * step] = b[r][0] - b[r][2];
 						v[(r * 4 + 1) * step] = b[r][1] + b[r][2];
@@ -49,12 +48,11 @@ void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1,
 }
 
 // y (channel co of image j at y + j·ys + co·oh·ow) = Aᵀ M A + bias,
-// rectified when relu is set, for output channels [co0, co1); M[(xi·ldm +
-// co)·T + t].
-void lw_wino_out(const float *M, int ldm, int T, int nb, int oh, int ow, const float *bias, int relu, float *y,
+// rectified when relu is set, for output channels [co0, co1); M[xi·step +
+// co·T + t].
+void lw_wino_out(const float *M, size_t step, int T, int nb, int oh, int ow, const float *bias, int relu, float *y,
                  size_t ys, int co0, int co1) {
 	int th = (oh + 1) / 2, tw = (ow + 1) / 2;
-	size_t step = (size_t)ldm * T;
 	for (int co = co0; co < co1; co++)
 		for (int j = 0; j < nb; j++) {
 			float *out = y + (size_t)j * ys + (size_t)co * oh * ow;

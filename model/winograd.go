@@ -61,6 +61,19 @@ func winoTiles(h, w int) int { return ((h + 1) / 2) * ((w + 1) / 2) }
 // took 13 MB more at batch 16 for ~3% speed; 64 were ~3% slower).
 const winoChunk = 128
 
+// winoStride is the distance (floats) between the 16 transforms' blocks of
+// rows×T values: rounded to whole cache lines and made an odd number of
+// them. Unpadded, conv4's blocks at batch 8 (384 × 392 floats) were an
+// exact multiple of 4 KB apart, the 16 rows a tile writes fell into one
+// cache set, and the input transform ran 6× slower than at batch 1.
+func winoStride(rows, T int) int {
+	s := roundUp(rows*T, 16)
+	if (s/16)%2 == 0 {
+		s += 16
+	}
+	return s
+}
+
 // winoImagesPerPass is how many of n images share one pass of layer l.
 func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
 	per := 16 * in.C / l.Groups * winoTiles(out.H, out.W)
@@ -72,7 +85,7 @@ func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
 func winoBuffers(l *Layer, in, out Shape3, n int) (v, m int) {
 	per := winoImagesPerPass(l, in, out, n)
 	t := per * winoTiles(out.H, out.W)
-	return 16 * in.C / l.Groups * t, 16 * min(winoChunk, l.Out/l.Groups) * t
+	return 16 * winoStride(in.C/l.Groups, t), 16 * winoStride(min(winoChunk, l.Out/l.Groups), t)
 }
 
 // convForwardWinograd is convForwardBatch for a layer that winogradFits.
@@ -86,23 +99,24 @@ func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoW
 		T := nb * winoTiles(out.H, out.W)
 		for g := 0; g < l.Groups; g++ {
 			xg := x[j0*il+g*cinG*hw:]
-			winoInPar(xg, il, nb, in, cinG, vbuf, T)
+			vs := winoStride(cinG, T)
+			winoInPar(xg, il, nb, in, cinG, vbuf, vs, T)
 			u := ww.u[g*16*coutG*cinG:]
 			for c0 := 0; c0 < coutG; c0 += winoChunk {
 				rows := min(winoChunk, coutG-c0)
-				winoGemmsPar(u[c0*cinG:], coutG, cinG, vbuf, T, mbuf, rows)
+				ms := winoStride(rows, T)
+				winoGemmsPar(u[c0*cinG:], coutG, cinG, vbuf, vs, T, mbuf, ms, rows)
 				yg := y[j0*ol+(g*coutG+c0)*p:]
-				winoOutPar(mbuf, rows, T, nb, out, bias[g*coutG+c0:], relu, yg, ol)
+				winoOutPar(mbuf, ms, rows, T, nb, out, bias[g*coutG+c0:], relu, yg, ol)
 			}
 		}
 	}
 }
 
-// winogradInRef is lw_wino_in (winograd.c) in Go: V[(ξ·ldc+c)·T+t] for
+// winogradInRef is lw_wino_in (winograd.c) in Go: V[ξ·step+c·T+t] for
 // channels [c0, c1) of nb images xs apart.
-func winogradInRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, ldc, T int) {
+func winogradInRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
 	th, tw := (h+1)/2, (w+1)/2
-	step := ldc * T
 	for c := c0; c < c1; c++ {
 		for j := 0; j < nb; j++ {
 			plane := x[j*xs+c*h*w:][:h*w]
@@ -137,11 +151,10 @@ func winogradInRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, ldc, T in
 }
 
 // winogradOutRef is lw_wino_out in Go: output channels [co0, co1) of nb
-// images (ys apart in y) from M[(ξ·ldm+co)·T+t], plus bias, rectified when
+// images (ys apart in y) from M[ξ·step+co·T+t], plus bias, rectified when
 // relu is set.
-func winogradOutRef(m []float32, ldm, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
+func winogradOutRef(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
 	th, tw := (oh+1)/2, (ow+1)/2
-	step := ldm * T
 	for co := co0; co < co1; co++ {
 		for j := 0; j < nb; j++ {
 			out := y[j*ys+co*oh*ow:][:oh*ow]
@@ -186,6 +199,7 @@ func winogradOutRef(m []float32, ldm, T, nb, oh, ow int, bias []float32, relu bo
 type winoArgs struct {
 	x, v, u, m, bias, y []float32
 	xs, ys, nb, T       int
+	vs, ms              int // the transforms' strides (winoStride)
 	in, out             Shape3
 	coutG, cinG, rows   int
 	relu                bool
@@ -193,17 +207,17 @@ type winoArgs struct {
 }
 
 func (a *winoArgs) runIn() {
-	winogradIn(a.x, a.xs, a.nb, a.in.H, a.in.W, a.c0, a.c1, a.v, a.cinG, a.T)
+	winogradIn(a.x, a.xs, a.nb, a.in.H, a.in.W, a.c0, a.c1, a.v, a.vs, a.T)
 }
 
 func (a *winoArgs) runGemms() {
 	for xi := a.c0; xi < a.c1; xi++ {
-		sgemm(false, false, a.rows, a.T, a.cinG, 1, a.u[xi*a.coutG*a.cinG:], a.cinG, a.v[xi*a.cinG*a.T:], a.T, 0, a.m[xi*a.rows*a.T:], a.T)
+		sgemm(false, false, a.rows, a.T, a.cinG, 1, a.u[xi*a.coutG*a.cinG:], a.cinG, a.v[xi*a.vs:], a.T, 0, a.m[xi*a.ms:], a.T)
 	}
 }
 
 func (a *winoArgs) runOut() {
-	winogradOut(a.m, a.rows, a.T, a.nb, a.out.H, a.out.W, a.bias, a.relu, a.y, a.ys, a.c0, a.c1)
+	winogradOut(a.m, a.ms, a.T, a.nb, a.out.H, a.out.W, a.bias, a.relu, a.y, a.ys, a.c0, a.c1)
 }
 
 // splitWino runs kind over [0, total) in one piece per core.
@@ -220,14 +234,14 @@ func splitWino(kind pieceKind, a winoArgs, total int) {
 	runPieces(pieces)
 }
 
-func winoInPar(x []float32, xs, nb int, in Shape3, cinG int, v []float32, T int) {
-	splitWino(pieceWinoIn, winoArgs{x: x, xs: xs, nb: nb, in: in, cinG: cinG, v: v, T: T}, cinG)
+func winoInPar(x []float32, xs, nb int, in Shape3, cinG int, v []float32, vs, T int) {
+	splitWino(pieceWinoIn, winoArgs{x: x, xs: xs, nb: nb, in: in, cinG: cinG, v: v, vs: vs, T: T}, cinG)
 }
 
-func winoGemmsPar(u []float32, coutG, cinG int, v []float32, T int, m []float32, rows int) {
-	splitWino(pieceWinoGemms, winoArgs{u: u, coutG: coutG, cinG: cinG, v: v, T: T, m: m, rows: rows}, 16)
+func winoGemmsPar(u []float32, coutG, cinG int, v []float32, vs, T int, m []float32, ms, rows int) {
+	splitWino(pieceWinoGemms, winoArgs{u: u, coutG: coutG, cinG: cinG, v: v, vs: vs, T: T, m: m, ms: ms, rows: rows}, 16)
 }
 
-func winoOutPar(m []float32, rows, T, nb int, out Shape3, bias []float32, relu bool, y []float32, ys int) {
-	splitWino(pieceWinoOut, winoArgs{m: m, rows: rows, T: T, nb: nb, out: out, bias: bias, relu: relu, y: y, ys: ys}, rows)
+func winoOutPar(m []float32, ms, rows, T, nb int, out Shape3, bias []float32, relu bool, y []float32, ys int) {
+	splitWino(pieceWinoOut, winoArgs{m: m, ms: ms, rows: rows, T: T, nb: nb, out: out, bias: bias, relu: relu, y: y, ys: ys}, rows)
 }

@@ -65,13 +65,14 @@ func TestWinogradMatchesDirect(t *testing.T) {
 	}
 
 	rng := rand.New(rand.NewPCG(17, 18))
-	for _, s := range []Shape3{{5, 13, 13}, {3, 6, 7}, {2, 1, 1}} {
+	for _, s := range []Shape3{{5, 13, 13}, {3, 6, 7}, {2, 1, 1}, {2, 16, 15}, {2, 19, 17}} {
 		const nb = 2
 		x := randActs(rng, nb*s.Len(), true)
 		T := nb * winoTiles(s.H, s.W)
-		got, want := make([]float32, 16*s.C*T), make([]float32, 16*s.C*T)
-		winogradIn(x, s.Len(), nb, s.H, s.W, 1, s.C, got, s.C, T)
-		winogradInRef(x, s.Len(), nb, s.H, s.W, 1, s.C, want, s.C, T)
+		st := winoStride(s.C, T)
+		got, want := make([]float32, 16*st), make([]float32, 16*st)
+		winogradIn(x, s.Len(), nb, s.H, s.W, 1, s.C, got, st, T)
+		winogradInRef(x, s.Len(), nb, s.H, s.W, 1, s.C, want, st, T)
 		for i := range want {
 			if !sameBits(got[i], want[i]) {
 				t.Fatalf("input transform %v [%d]: %g, reference %g", s, i, got[i], want[i])
@@ -80,8 +81,8 @@ func TestWinogradMatchesDirect(t *testing.T) {
 		bias := randActs(rng, s.C, false)
 		for _, relu := range []bool{false, true} {
 			y, yr := make([]float32, nb*s.Len()), make([]float32, nb*s.Len())
-			winogradOut(got, s.C, T, nb, s.H, s.W, bias, relu, y, s.Len(), 1, s.C)
-			winogradOutRef(got, s.C, T, nb, s.H, s.W, bias, relu, yr, s.Len(), 1, s.C)
+			winogradOut(got, st, T, nb, s.H, s.W, bias, relu, y, s.Len(), 1, s.C)
+			winogradOutRef(got, st, T, nb, s.H, s.W, bias, relu, yr, s.Len(), 1, s.C)
 			for i := range yr {
 				if !sameBits(y[i], yr[i]) {
 					t.Fatalf("output transform %v relu=%v [%d]: %g, reference %g", s, relu, i, y[i], yr[i])
