@@ -149,15 +149,18 @@ func BenchmarkVsONNXRuntime(b *testing.B) {
 				probs := make([]float32, n*38)
 				ctx := context.Background()
 				timeBlock := func(k int, run func()) time.Duration {
-					run() // warm after the switch
+					// Each library's idle threads spin for a while after a
+					// call (onnxruntime's for milliseconds) and would slow
+					// whatever runs next: let them settle, then warm.
+					time.Sleep(20 * time.Millisecond)
+					run()
 					t0 := time.Now()
 					for range k {
 						run()
 					}
 					return time.Since(t0)
 				}
-				// In blocks, not alternating: each library's idle threads spin
-				// for a while after a call and would slow the other's next one.
+				// In blocks, not alternating call by call (see timeBlock).
 				var ours, ours16, peer time.Duration
 				b.ResetTimer()
 				for i := 0; i < b.N; i += 5 {
