@@ -50,6 +50,8 @@ static inline float f16f(uint16_t h) {
 
 // One R-row × NB-image block of family P (both constants, so the partial
 // sums are registers): out[r*NB+b] = Σ_i w[r*rs+i]·x[b*in+i].
+// Kept out of line: each block gets its registers to itself, and its inner
+// loop can be checked for stack spills in a disassembly.
 #define ROW_KERNEL(P, NAME, WT, LOAD, CONV, NB, R)                                                 \
 	P##_ATTR __attribute__((noinline)) static void P##_##NAME##_##NB##x##R(const WT *w, size_t rs, const float *x, size_t in, \
 	                                             float *out) {                                     \

@@ -125,7 +125,9 @@ func convBackward(l *Layer, in, out Shape3, x, wt, dy, dW, dB, dx, col []float32
 			}
 			dB[g*coutG+o] += s
 		}
-		im2col(x, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, col, p)
+		// The C unrolling (tested against im2colRows): training a
+		// convolution unrolls every image again here.
+		im2colFast(x, in.H, in.W, g*cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, col, p, 0, cinG*l.Kernel)
 		sgemmPar(false, true, coutG, kk, p, 1, dyg, p, col, p, 1, dW[g*coutG*kk:], kk)
 		if dx != nil {
 			sgemmPar(true, false, kk, p, coutG, 1, wt[g*coutG*kk:], kk, dyg, p, 0, col, p)

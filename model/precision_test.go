@@ -164,6 +164,11 @@ func TestReducedPrecisionClassifier(t *testing.T) {
 			t.Errorf("%s: %v allocations per inference", p, a)
 		}
 	}
+	for _, name := range []string{"fp32", "fp16", "bf16", "int8"} {
+		if p, err := ParsePrecision(name); err != nil || string(p) != name {
+			t.Errorf("ParsePrecision(%q) = %q, %v", name, p, err)
+		}
+	}
 	if _, err := ParsePrecision("fp8"); err == nil {
 		t.Error("fp8 accepted")
 	}
