@@ -49,7 +49,7 @@ type Classifier struct {
 	m        *Model
 	prec     Precision
 	q        []*qfc         // per layer: the large FC layers' streaming weights, or nil
-	wino     []*winoWeights // per layer: Winograd filters of the 3×3 convolutions, or nil
+	wino     []*winoWeights // per layer: Winograd filters of conv2–5, or nil
 	maxBatch int
 	idle     chan *runner
 	slots    chan struct{} // a token per runner not yet built
@@ -86,7 +86,7 @@ func NewClassifier(m *Model, opt Options) *Classifier {
 	c.wino = make([]*winoWeights, len(m.Spec.Layers))
 	for i, l := range m.Spec.Layers {
 		if winogradFits(&l) {
-			c.wino[i] = transformFilters(&l, m.shapes[i], m.Params[l.Name+".weight"].Data)
+			c.wino[i] = newWinoWeights(&l, m.shapes[i], m.Params[l.Name+".weight"].Data)
 		}
 	}
 	for i := 0; i < opt.Workers; i++ {

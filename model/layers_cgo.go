@@ -12,6 +12,9 @@ package model
 // void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step, int T);
 // void lw_wino_out(const float *M, size_t step, int T, int nb, int oh, int ow, const float *bias, int relu, float *y,
 //                  size_t ys, int co0, int co1);
+// void lw_wino5_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step, int T);
+// void lw_wino5_out(const float *M, size_t step, int T, int nb, int oh, int ow, const float *bias, int relu, float *y,
+//                   size_t ys, int co0, int co1);
 // void lw_lrn(const float *x, float *y, int C, int hw, int size, float alpha, float beta, float bias);
 import "C"
 
@@ -56,7 +59,7 @@ func winogradIn(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int)
 	if c0 >= c1 {
 		return
 	}
-	_, _ = x[(nb-1)*xs+c1*h*w-1], v[15*step+(c1-1)*T+nb*winoTiles(h, w)-1]
+	_, _ = x[(nb-1)*xs+c1*h*w-1], v[15*step+(c1-1)*T+nb*winoTiles(h, w)-1] // the C code trusts these bounds
 	C.lw_wino_in((*C.float)(&x[0]), C.size_t(xs), C.int(nb), C.int(h), C.int(w), C.int(c0), C.int(c1),
 		(*C.float)(&v[0]), C.size_t(step), C.int(T))
 }
@@ -72,5 +75,29 @@ func winogradOut(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool
 		r = 1
 	}
 	C.lw_wino_out((*C.float)(&m[0]), C.size_t(step), C.int(T), C.int(nb), C.int(oh), C.int(ow), (*C.float)(&bias[0]), r,
+		(*C.float)(&y[0]), C.size_t(ys), C.int(co0), C.int(co1))
+}
+
+// winograd5In is winograd5InRef in C (winograd.c).
+func winograd5In(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
+	if c0 >= c1 {
+		return
+	}
+	_, _ = x[(nb-1)*xs+c1*h*w-1], v[35*step+(c1-1)*T+nb*winoTiles(h, w)-1]
+	C.lw_wino5_in((*C.float)(&x[0]), C.size_t(xs), C.int(nb), C.int(h), C.int(w), C.int(c0), C.int(c1),
+		(*C.float)(&v[0]), C.size_t(step), C.int(T))
+}
+
+// winograd5Out is winograd5OutRef in C (winograd.c).
+func winograd5Out(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
+	if co0 >= co1 {
+		return
+	}
+	_, _, _ = m[35*step+(co1-1)*T+nb*winoTiles(oh, ow)-1], y[(nb-1)*ys+co1*oh*ow-1], bias[co1-1]
+	r := C.int(0)
+	if relu {
+		r = 1
+	}
+	C.lw_wino5_out((*C.float)(&m[0]), C.size_t(step), C.int(T), C.int(nb), C.int(oh), C.int(ow), (*C.float)(&bias[0]), r,
 		(*C.float)(&y[0]), C.size_t(ys), C.int(co0), C.int(co1))
 }

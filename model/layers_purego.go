@@ -30,3 +30,13 @@ func winogradIn(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int)
 func winogradOut(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
 	winogradOutRef(m, step, T, nb, oh, ow, bias, relu, y, ys, co0, co1)
 }
+
+// winograd5In is winograd5InRef (no C without cgo).
+func winograd5In(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
+	winograd5InRef(x, xs, nb, h, w, c0, c1, v, step, T)
+}
+
+// winograd5Out is winograd5OutRef (no C without cgo).
+func winograd5Out(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
+	winograd5OutRef(m, step, T, nb, oh, ow, bias, relu, y, ys, co0, co1)
+}

@@ -1,7 +1,8 @@
 package model
 
 // Winograd F(2×2, 3×3) for the 3×3, stride-1, pad-1 convolutions of
-// inference (conv3–5, over half of AlexNet's multiply-adds): 16 multiplies
+// inference (conv3–5, over half of AlexNet's multiply-adds; conv2's 5×5
+// runs as F(2×2, 5×5) on the same machinery, winograd5.go): 16 multiplies
 // per 2×2 outputs instead of 36, as 16 GEMMs between transformed filters
 // (computed once per classifier) and transformed input tiles. F(2×2) and not
 // F(4×4): its transforms are additions only, so it stays within a few ulps
@@ -9,23 +10,38 @@ package model
 // its filters take 16/9 of the weights (+15 MB for conv3–5) where F(4×4)
 // takes 4× (+34 MB). Training keeps im2col (convForward, the reference).
 
-// winoWeights is one layer's transformed filters: per group, 16 matrices
-// coutG × cinG (U = G g Gᵀ), ξ after ξ.
+// winoWeights is one layer's transformed filters: per group, side²
+// matrices coutG × cinG (U = G g Gᵀ), ξ after ξ.
 type winoWeights struct {
 	u           []float32
 	coutG, cinG int
+	side        int // input tile side: 4 for F(2×2, 3×3), 6 for F(2×2, 5×5)
 }
 
-// winogradFits says whether layer l runs as Winograd F(2×2, 3×3).
+// winogradFits says whether layer l runs as Winograd: F(2×2, 3×3) for the
+// 3×3 convolutions, F(2×2, 5×5) (winograd5.go) for the 5×5 one, both
+// stride 1 and "same" padding.
 func winogradFits(l *Layer) bool {
-	return l.Kind == Conv && l.Kernel == 3 && l.Stride == 1 && l.Pad == 1
+	return l.Kind == Conv && l.Stride == 1 && (l.Kernel == 3 && l.Pad == 1 || l.Kernel == 5 && l.Pad == 2)
+}
+
+// winoTransforms is how many transforms (and GEMMs) layer l's Winograd
+// form has: the input tile's area.
+func winoTransforms(l *Layer) int { return (l.Kernel + 1) * (l.Kernel + 1) }
+
+// newWinoWeights transforms the filters of a layer that winogradFits.
+func newWinoWeights(l *Layer, in Shape3, w []float32) *winoWeights {
+	if l.Kernel == 5 {
+		return transformFilters5(l, in, w)
+	}
+	return transformFilters(l, in, w)
 }
 
 // transformFilters computes U = G g Gᵀ for every filter of l, with
 // G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
 func transformFilters(l *Layer, in Shape3, w []float32) *winoWeights {
 	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
-	ww := &winoWeights{u: make([]float32, l.Groups*16*coutG*cinG), coutG: coutG, cinG: cinG}
+	ww := &winoWeights{u: make([]float32, l.Groups*16*coutG*cinG), coutG: coutG, cinG: cinG, side: 4}
 	for g := 0; g < l.Groups; g++ {
 		u := ww.u[g*16*coutG*cinG:]
 		for o := 0; o < coutG; o++ {
@@ -74,10 +90,20 @@ func winoStride(rows, T int) int {
 	return s
 }
 
-// winoImagesPerPass is how many of n images share one pass of layer l.
+// winoProductsCap bounds one chunk's products (floats): 4 MB, what conv3–5
+// take at batch 8. conv2's 36 transforms × 128 channels × 196 tiles come to
+// 3.6 MB per image; all 8 images of a batch in one pass took 29 MB more
+// scratch and were no faster (measured: within the run-to-run noise).
+const winoProductsCap = 1 << 20
+
+// winoImagesPerPass is how many of n images share one pass of layer l:
+// their transformed inputs within convColCap and one chunk's products
+// within winoProductsCap.
 func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
-	per := 16 * in.C / l.Groups * winoTiles(out.H, out.W)
-	return max(1, min(n, convColCap/per))
+	k, tiles := winoTransforms(l), winoTiles(out.H, out.W)
+	byIn := convColCap / (k * in.C / l.Groups * tiles)
+	byProducts := winoProductsCap / (k * min(winoChunk, l.Out/l.Groups) * tiles)
+	return max(1, min(n, byIn, byProducts))
 }
 
 // winoBuffers is the scratch a batch of n needs: transformed inputs, and
@@ -85,12 +111,13 @@ func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
 func winoBuffers(l *Layer, in, out Shape3, n int) (v, m int) {
 	per := winoImagesPerPass(l, in, out, n)
 	t := per * winoTiles(out.H, out.W)
-	return 16 * winoStride(in.C/l.Groups, t), 16 * winoStride(min(winoChunk, l.Out/l.Groups), t)
+	k := winoTransforms(l)
+	return k * winoStride(in.C/l.Groups, t), k * winoStride(min(winoChunk, l.Out/l.Groups), t)
 }
 
 // convForwardWinograd is convForwardBatch for a layer that winogradFits.
 func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoWeights, bias, y, vbuf, mbuf []float32, relu bool) {
-	cinG, coutG := ww.cinG, ww.coutG
+	cinG, coutG, k := ww.cinG, ww.coutG, ww.side*ww.side
 	il, ol := in.Len(), out.Len()
 	hw, p := in.H*in.W, out.H*out.W
 	per := winoImagesPerPass(l, in, out, n)
@@ -100,14 +127,14 @@ func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoW
 		for g := 0; g < l.Groups; g++ {
 			xg := x[j0*il+g*cinG*hw:]
 			vs := winoStride(cinG, T)
-			winoInPar(xg, il, nb, in, cinG, vbuf, vs, T)
-			u := ww.u[g*16*coutG*cinG:]
+			winoInPar(ww.side, xg, il, nb, in, cinG, vbuf, vs, T)
+			u := ww.u[g*k*coutG*cinG:]
 			for c0 := 0; c0 < coutG; c0 += winoChunk {
 				rows := min(winoChunk, coutG-c0)
 				ms := winoStride(rows, T)
-				winoGemmsPar(u[c0*cinG:], coutG, cinG, vbuf, vs, T, mbuf, ms, rows)
+				winoGemmsPar(k, u[c0*cinG:], coutG, cinG, vbuf, vs, T, mbuf, ms, rows)
 				yg := y[j0*ol+(g*coutG+c0)*p:]
-				winoOutPar(mbuf, ms, rows, T, nb, out, bias[g*coutG+c0:], relu, yg, ol)
+				winoOutPar(ww.side, mbuf, ms, rows, T, nb, out, bias[g*coutG+c0:], relu, yg, ol)
 			}
 		}
 	}
@@ -202,11 +229,16 @@ type winoArgs struct {
 	vs, ms              int // the transforms' strides (winoStride)
 	in, out             Shape3
 	coutG, cinG, rows   int
+	side                int // input tile side (4 or 6)
 	relu                bool
 	c0, c1              int
 }
 
 func (a *winoArgs) runIn() {
+	if a.side == 6 {
+		winograd5In(a.x, a.xs, a.nb, a.in.H, a.in.W, a.c0, a.c1, a.v, a.vs, a.T)
+		return
+	}
 	winogradIn(a.x, a.xs, a.nb, a.in.H, a.in.W, a.c0, a.c1, a.v, a.vs, a.T)
 }
 
@@ -217,6 +249,10 @@ func (a *winoArgs) runGemms() {
 }
 
 func (a *winoArgs) runOut() {
+	if a.side == 6 {
+		winograd5Out(a.m, a.ms, a.T, a.nb, a.out.H, a.out.W, a.bias, a.relu, a.y, a.ys, a.c0, a.c1)
+		return
+	}
 	winogradOut(a.m, a.ms, a.T, a.nb, a.out.H, a.out.W, a.bias, a.relu, a.y, a.ys, a.c0, a.c1)
 }
 
@@ -234,14 +270,14 @@ func splitWino(kind pieceKind, a winoArgs, total int) {
 	runPieces(pieces)
 }
 
-func winoInPar(x []float32, xs, nb int, in Shape3, cinG int, v []float32, vs, T int) {
-	splitWino(pieceWinoIn, winoArgs{x: x, xs: xs, nb: nb, in: in, cinG: cinG, v: v, vs: vs, T: T}, cinG)
+func winoInPar(side int, x []float32, xs, nb int, in Shape3, cinG int, v []float32, vs, T int) {
+	splitWino(pieceWinoIn, winoArgs{side: side, x: x, xs: xs, nb: nb, in: in, cinG: cinG, v: v, vs: vs, T: T}, cinG)
 }
 
-func winoGemmsPar(u []float32, coutG, cinG int, v []float32, vs, T int, m []float32, ms, rows int) {
-	splitWino(pieceWinoGemms, winoArgs{u: u, coutG: coutG, cinG: cinG, v: v, vs: vs, T: T, m: m, ms: ms, rows: rows}, 16)
+func winoGemmsPar(k int, u []float32, coutG, cinG int, v []float32, vs, T int, m []float32, ms, rows int) {
+	splitWino(pieceWinoGemms, winoArgs{u: u, coutG: coutG, cinG: cinG, v: v, vs: vs, T: T, m: m, ms: ms, rows: rows}, k)
 }
 
-func winoOutPar(m []float32, ms, rows, T, nb int, out Shape3, bias []float32, relu bool, y []float32, ys int) {
-	splitWino(pieceWinoOut, winoArgs{m: m, ms: ms, rows: rows, T: T, nb: nb, out: out, bias: bias, relu: relu, y: y, ys: ys}, rows)
+func winoOutPar(side int, m []float32, ms, rows, T, nb int, out Shape3, bias []float32, relu bool, y []float32, ys int) {
+	splitWino(pieceWinoOut, winoArgs{side: side, m: m, ms: ms, rows: rows, T: T, nb: nb, out: out, bias: bias, relu: relu, y: y, ys: ys}, rows)
 }

@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// TestWinogradMatchesDirect: every 3×3 convolution of both variants (bvlc's
-// grouped ones included) through Winograd F(2×2, 3×3) against the direct
+// TestWinogradMatchesDirect: every 3×3 and 5×5 convolution of both variants
+// (bvlc's grouped ones included) through Winograd F(2×2, 3×3) and
+// F(2×2, 5×5) against the direct
 // reference, for batch sizes across the images that share a pass, with and
 // without the fused ReLU; and the C transforms against their Go references
 // bit for bit.
@@ -24,7 +25,7 @@ func TestWinogradMatchesDirect(t *testing.T) {
 			found++
 			in, out := m.shapes[i], m.shapes[i+1]
 			w, b := m.Params[l.Name+".weight"].Data, m.Params[l.Name+".bias"].Data
-			ww := transformFilters(&l, in, w)
+			ww := newWinoWeights(&l, in, w)
 			sizes := []int{1, 3, 8, 14}
 			if os.Getenv("LEAFWATCH_EMULATED") != "" {
 				sizes = []int{3}
@@ -39,7 +40,7 @@ func TestWinogradMatchesDirect(t *testing.T) {
 				relu := n%2 == 0
 				convForwardWinograd(&l, in, out, n, x, ww, b, got, make([]float32, vl), make([]float32, ml), relu)
 				ref := make([]float32, out.Len())
-				col := make([]float32, in.C/l.Groups*9*out.H*out.W)
+				col := make([]float32, in.C/l.Groups*l.Kernel*l.Kernel*out.H*out.W)
 				worst := 0.0
 				for j := 0; j < n; j++ {
 					convForward(&l, in, out, x[j*in.Len():], w, b, ref, col)
@@ -51,7 +52,7 @@ func TestWinogradMatchesDirect(t *testing.T) {
 						worst = math.Max(worst, d)
 					}
 				}
-				if worst > 2e-5 {
+				if limit := map[int]float64{3: 2e-5, 5: 6e-5}[l.Kernel]; worst > limit {
 					t.Errorf("%s %s batch %d: Winograd differs from the direct convolution by %.3g (relative)", v, l.Name, n, worst)
 				}
 				if n == 8 {
@@ -59,33 +60,46 @@ func TestWinogradMatchesDirect(t *testing.T) {
 				}
 			}
 		}
-		if found != 3 {
-			t.Errorf("%s: %d layers run as Winograd, want conv3–5", v, found)
+		if found != 4 {
+			t.Errorf("%s: %d layers run as Winograd, want conv2–5", v, found)
 		}
 	}
 
+	type inFn func(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int)
+	type outFn func(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int)
+	kernels := []struct {
+		name        string
+		transforms  int
+		in, inRef   inFn
+		out, outRef outFn
+	}{
+		{"F(2×2, 3×3)", 16, winogradIn, winogradInRef, winogradOut, winogradOutRef},
+		{"F(2×2, 5×5)", 36, winograd5In, winograd5InRef, winograd5Out, winograd5OutRef},
+	}
 	rng := rand.New(rand.NewPCG(17, 18))
-	for _, s := range []Shape3{{5, 13, 13}, {3, 6, 7}, {2, 1, 1}, {2, 16, 15}, {2, 19, 17}} {
-		const nb = 2
-		x := randActs(rng, nb*s.Len(), true)
-		T := nb * winoTiles(s.H, s.W)
-		st := winoStride(s.C, T)
-		got, want := make([]float32, 16*st), make([]float32, 16*st)
-		winogradIn(x, s.Len(), nb, s.H, s.W, 1, s.C, got, st, T)
-		winogradInRef(x, s.Len(), nb, s.H, s.W, 1, s.C, want, st, T)
-		for i := range want {
-			if !sameBits(got[i], want[i]) {
-				t.Fatalf("input transform %v [%d]: %g, reference %g", s, i, got[i], want[i])
+	for _, k := range kernels {
+		for _, s := range []Shape3{{5, 13, 13}, {3, 6, 7}, {2, 1, 1}, {2, 16, 15}, {2, 19, 17}, {3, 27, 27}} {
+			const nb = 2
+			x := randActs(rng, nb*s.Len(), true)
+			T := nb * winoTiles(s.H, s.W)
+			st := winoStride(s.C, T)
+			got, want := make([]float32, k.transforms*st), make([]float32, k.transforms*st)
+			k.in(x, s.Len(), nb, s.H, s.W, 1, s.C, got, st, T)
+			k.inRef(x, s.Len(), nb, s.H, s.W, 1, s.C, want, st, T)
+			for i := range want {
+				if !sameBits(got[i], want[i]) {
+					t.Fatalf("%s input transform %v [%d]: %g, reference %g", k.name, s, i, got[i], want[i])
+				}
 			}
-		}
-		bias := randActs(rng, s.C, false)
-		for _, relu := range []bool{false, true} {
-			y, yr := make([]float32, nb*s.Len()), make([]float32, nb*s.Len())
-			winogradOut(got, st, T, nb, s.H, s.W, bias, relu, y, s.Len(), 1, s.C)
-			winogradOutRef(got, st, T, nb, s.H, s.W, bias, relu, yr, s.Len(), 1, s.C)
-			for i := range yr {
-				if !sameBits(y[i], yr[i]) {
-					t.Fatalf("output transform %v relu=%v [%d]: %g, reference %g", s, relu, i, y[i], yr[i])
+			bias := randActs(rng, s.C, false)
+			for _, relu := range []bool{false, true} {
+				y, yr := make([]float32, nb*s.Len()), make([]float32, nb*s.Len())
+				k.out(got, st, T, nb, s.H, s.W, bias, relu, y, s.Len(), 1, s.C)
+				k.outRef(got, st, T, nb, s.H, s.W, bias, relu, yr, s.Len(), 1, s.C)
+				for i := range yr {
+					if !sameBits(y[i], yr[i]) {
+						t.Fatalf("%s output transform %v relu=%v [%d]: %g, reference %g", k.name, s, relu, i, y[i], yr[i])
+					}
 				}
 			}
 		}
