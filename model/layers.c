@@ -154,35 +154,57 @@ LW_CLONES void lw_lrn(const float *x, float *y, int C, int hw, int size, float a
 
 // im2col of kernel rows [g0, g1) (channel c0+g/k, offset g%k), as
 // im2colRows: each output row's in-bounds span is copied in one run and
-// only the padding is zero-filled, with no test per element.
+// only the padding is zero-filled, with no test per element. With a stride
+// (conv1: 4), an input row is first split by phase (element i into phase
+// i % stride) and each of the k kernel offsets is then one contiguous copy
+// from its phase, instead of k strided gathers over the same row.
+#define IM2COL_SPLIT_MAX 4096
+#define LW_IM2COL_MAXK 64
 void lw_im2col_rows(const float *x, int h, int w, int c0, int k, int stride, int pad, int oh, int ow, float *col,
                     size_t ld, int g0, int g1) {
-	size_t row = (size_t)g0 * k;
+	int lo[LW_IM2COL_MAXK], hi[LW_IM2COL_MAXK]; // k ≤ LW_IM2COL_MAXK: im2colFast sends larger kernels to Go
+	// ox in [lo, hi) reads inside the row: 0 ≤ ox·stride − pad + kx < w.
+	for (int kx = 0; kx < k; kx++) {
+		int off = kx - pad, l = 0, u;
+		if (off < 0) l = (-off + stride - 1) / stride;
+		u = (w - 1 - off) / stride + 1;
+		if (w - 1 - off < 0) u = 0;
+		if (u > ow) u = ow;
+		if (l > u) l = u;
+		lo[kx] = l, hi[kx] = u;
+	}
+	int split = stride > 1 && w <= IM2COL_SPLIT_MAX;
+	float phases[split ? w + stride : 1];
 	for (int g = g0; g < g1; g++) {
 		int c = c0 + g / k, ky = g % k;
 		const float *plane = x + (size_t)c * h * w;
-		for (int kx = 0; kx < k; kx++, row++) {
-			float *dst = col + row * ld;
-			// ox in [lo, hi) reads inside the row: 0 ≤ ox·stride − pad + kx < w.
-			int off = kx - pad, lo = 0, hi;
-			if (off < 0) lo = (-off + stride - 1) / stride;
-			hi = (w - 1 - off) / stride + 1;
-			if (w - 1 - off < 0) hi = 0;
-			if (hi > ow) hi = ow;
-			if (lo > hi) lo = hi;
-			for (int oy = 0; oy < oh; oy++, dst += ow) {
-				int iy = oy * stride - pad + ky;
-				if (iy < 0 || iy >= h) {
-					memset(dst, 0, sizeof(float) * ow);
-					continue;
+		float *rows = col + (size_t)g * k * ld;
+		for (int oy = 0; oy < oh; oy++) {
+			int iy = oy * stride - pad + ky;
+			if (iy < 0 || iy >= h) {
+				for (int kx = 0; kx < k; kx++) memset(rows + kx * ld + (size_t)oy * ow, 0, sizeof(float) * ow);
+				continue;
+			}
+			const float *src = plane + (size_t)iy * w;
+			int pl = (w + stride - 1) / stride; // phase q holds src[q], src[q+stride], … at phases[q·pl …]
+			if (split)
+				for (int q = 0; q < stride; q++)
+					for (int i = 0; q + i * stride < w; i++) phases[q * pl + i] = src[q + i * stride];
+			for (int kx = 0; kx < k; kx++) {
+				float *dst = rows + kx * ld + (size_t)oy * ow;
+				int off = kx - pad, l = lo[kx], u = hi[kx];
+				for (int ox = 0; ox < l; ox++) dst[ox] = 0;
+				if (l < u) {
+					// element ox reads src[ox·stride + off]
+					int first = l * stride + off; // ≥ 0
+					if (stride == 1)
+						memcpy(dst + l, src + first, sizeof(float) * (u - l));
+					else if (split)
+						memcpy(dst + l, phases + (first % stride) * pl + first / stride, sizeof(float) * (u - l));
+					else
+						for (int ox = l; ox < u; ox++) dst[ox] = src[ox * stride + off];
 				}
-				const float *src = plane + (size_t)iy * w + off;
-				for (int ox = 0; ox < lo; ox++) dst[ox] = 0;
-				if (stride == 1)
-					memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
-				else
-					for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * stride];
-				for (int ox = hi; ox < ow; ox++) dst[ox] = 0;
+				for (int ox = u; ox < ow; ox++) dst[ox] = 0;
 			}
 		}
 	}

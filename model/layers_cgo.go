@@ -49,6 +49,10 @@ func im2colFast(x []float32, h, w, c0, k, stride, pad, oh, ow int, col []float32
 	if g0 >= g1 {
 		return
 	}
+	if k > 64 { // lw_im2col_rows' LW_IM2COL_MAXK; AlexNet's largest kernel is 11
+		im2colRows(x, h, w, c0, k, stride, pad, oh, ow, col, ld, g0, g1)
+		return
+	}
 	_, _ = x[(c0+(g1-1)/k+1)*h*w-1], col[(g1*k-1)*ld+oh*ow-1]
 	C.lw_im2col_rows((*C.float)(&x[0]), C.int(h), C.int(w), C.int(c0), C.int(k), C.int(stride), C.int(pad),
 		C.int(oh), C.int(ow), (*C.float)(&col[0]), C.size_t(ld), C.int(g0), C.int(g1))
