@@ -101,7 +101,7 @@ test-short: deps
 bench: deps
 	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia|TrainStep' -benchtime 5x ./model/ && \
 	   $(GO) test -run XXX -bench VsOpenCVDNN -benchtime 5x ./model/dnncheck/ && \
-	   LEAFWATCH_ONNXRUNTIME_LIB=$$(scripts/onnxruntime.sh) $(GO) test -tags onnxruntime -run Agrees -bench VsONNXRuntime -benchtime 10x ./model/ortcheck/ && \
+	   LEAFWATCH_ONNXRUNTIME_LIB=$$(scripts/onnxruntime.sh) $(GO) test -tags onnxruntime -run Agrees -bench VsONNXRuntime -benchtime 20x ./model/ortcheck/ && \
 	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/ && \
 	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/ && \
 	   $(GO) test -run XXX -bench MultiCameraThroughput -benchtime 2x ./daemon/ && \
