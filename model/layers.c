@@ -41,11 +41,52 @@ LW_CLONES void lw_bias_act(const float *x, size_t ldx, float *y, size_t ldy, con
 	}
 }
 
+// pool3s2_row is one output row of a 3×3, stride-2 window that stays
+// inside the image (AlexNet's three pools): e[r]/o[r] are the even and odd
+// elements of the window's input row r, so every term is a contiguous load
+// and the loop over ox vectorises. The order of comparisons is the
+// reference's (row by row, left to right, the first value kept unless a
+// later one is strictly greater), so NaN and ±0 come out as there.
+LW_CLONES static void pool3s2_row(const float *restrict e0, const float *restrict o0, const float *restrict e1,
+                                  const float *restrict o1, const float *restrict e2, const float *restrict o2,
+                                  float *restrict out, int ow) {
+	for (int ox = 0; ox < ow; ox++) {
+		float b = e0[ox], v;
+#define POOL_TAKE(p) (v = (p), b = v > b ? v : b)
+		POOL_TAKE(o0[ox]), POOL_TAKE(e0[ox + 1]);
+		POOL_TAKE(e1[ox]), POOL_TAKE(o1[ox]), POOL_TAKE(e1[ox + 1]);
+		POOL_TAKE(e2[ox]), POOL_TAKE(o2[ox]), POOL_TAKE(e2[ox + 1]);
+#undef POOL_TAKE
+		out[ox] = b;
+	}
+}
+
+#define POOL_SPLIT_MAX 2048
+
 // Max pooling of channels [c0, c1) of one h×w image into oh×ow, window k,
 // stride st, padding pad. A window keeps its first value unless a later one
-// is strictly greater, as maxPoolChannels does.
+// is strictly greater, as maxPoolChannels does. 3×3 windows of stride 2
+// without padding (AlexNet's) split each input row into its even and odd
+// elements once and pool whole output rows with vector loads; a scalar
+// window-by-window loop does the rest.
 LW_CLONES void lw_maxpool(const float *x, float *y, int h, int w, int oh, int ow, int k, int st, int pad, int c0,
                           int c1) {
+	if (k == 3 && st == 2 && pad == 0 && 2 * (ow - 1) + 3 <= w && 2 * (oh - 1) + 3 <= h && w <= POOL_SPLIT_MAX) {
+		float ph[3][2][POOL_SPLIT_MAX / 2 + 1]; // [window row][even, odd][i]
+		for (int c = c0; c < c1; c++) {
+			const float *plane = x + (size_t)c * h * w;
+			float *out = y + (size_t)c * oh * ow;
+			for (int oy = 0; oy < oh; oy++) {
+				for (int r = 0; r < 3; r++) {
+					const float *row = plane + (size_t)(2 * oy + r) * w;
+					for (int i = 0; 2 * i < w; i++) ph[r][0][i] = row[2 * i];
+					for (int i = 0; 2 * i + 1 < w; i++) ph[r][1][i] = row[2 * i + 1];
+				}
+				pool3s2_row(ph[0][0], ph[0][1], ph[1][0], ph[1][1], ph[2][0], ph[2][1], out + (size_t)oy * ow, ow);
+			}
+		}
+		return;
+	}
 	for (int c = c0; c < c1; c++) {
 		const float *plane = x + (size_t)c * h * w;
 		float *out = y + (size_t)c * oh * ow;
