@@ -87,7 +87,7 @@ func winograd5In(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int
 	if c0 >= c1 {
 		return
 	}
-	_, _ = x[(nb-1)*xs+c1*h*w-1], v[35*step+(c1-1)*T+nb*winoTiles(h, w)-1]
+	_, _ = x[(nb-1)*xs+c1*h*w-1], v[48*step+(c1-1)*T+nb*winoTilesM(h, w, 3)-1]
 	C.lw_wino5_in((*C.float)(&x[0]), C.size_t(xs), C.int(nb), C.int(h), C.int(w), C.int(c0), C.int(c1),
 		(*C.float)(&v[0]), C.size_t(step), C.int(T))
 }
@@ -97,7 +97,7 @@ func winograd5Out(m []float32, step, T, nb, oh, ow int, bias []float32, relu boo
 	if co0 >= co1 {
 		return
 	}
-	_, _, _ = m[35*step+(co1-1)*T+nb*winoTiles(oh, ow)-1], y[(nb-1)*ys+co1*oh*ow-1], bias[co1-1]
+	_, _, _ = m[48*step+(co1-1)*T+nb*winoTilesM(oh, ow, 3)-1], y[(nb-1)*ys+co1*oh*ow-1], bias[co1-1]
 	r := C.int(0)
 	if relu {
 		r = 1

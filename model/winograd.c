@@ -114,74 +114,84 @@ LW_CLONES void lw_wino_out(const float *M, size_t step, int T, int nb, int oh, i
 		}
 }
 
-// F(2×2, 5×5) for conv2 (5×5, stride 1, pad 2): 6×6 input tiles, 36
-// transforms, 36 multiplies per 2×2 outputs instead of 100. The points are
-// 0, ±1, ±2 and ∞, so Bᵀ and Aᵀ hold only 1, 2, 4 and 5; every product here
-// is by a power of two (5·d is written 4·d + d), which keeps each value
-// exact whether or not the compiler fuses a multiply into an add, and the C
-// bit-identical to winograd5InRef/winograd5OutRef on every architecture.
-// The fractions of G (down to 1/24) live in the filters, computed in
-// float64 once per model.
+// F(3×3, 5×5) for conv2 (5×5, stride 1, pad 2): 7×7 input tiles, 49
+// transforms, 49 multiplies per 3×3 outputs instead of 225 (winograd5.go
+// has the matrices). Bᵀ has fractions (5/2, 9/2, …): each product is
+// rounded by itself and the sums run left to right, as in bt7 in Go, with
+// no contraction into fused multiply-adds (GCC contracts by default where
+// the target has FMA, arm64 always), so C and Go agree bit for bit.
+#define LW_NOFMA __attribute__((optimize("fp-contract=off")))
 
-// BT6 is Bᵀ applied to six values (d0…d5 read once each, before any o is
-// written).
-#define BT6(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                                                 \
-	do {                                                                                                  \
-		float x0_ = (d0), x1_ = (d1), x2_ = (d2), x3_ = (d3), x4_ = (d4), x5_ = (d5);                   \
-		(o0) = (4 * x0_ - (4 * x2_ + x2_)) + x4_;                                                        \
-		(o1) = (x3_ + x4_) - 4 * (x1_ + x2_);                                                            \
-		(o2) = (x4_ - x3_) + 4 * (x1_ - x2_);                                                            \
-		(o3) = (x4_ - x2_) + 2 * (x3_ - x1_);                                                            \
-		(o4) = (x4_ - x2_) - 2 * (x3_ - x1_);                                                            \
-		(o5) = (4 * x1_ - (4 * x3_ + x3_)) + x5_;                                                        \
+#define BT7(d0, d1, d2, d3, d4, d5, d6, o0, o1, o2, o3, o4, o5, o6)                                   \
+	do {                                                                                              \
+		float x0_ = (d0), x1_ = (d1), x2_ = (d2), x3_ = (d3), x4_ = (d4), x5_ = (d5), x6_ = (d6);   \
+		(o0) = ((((-2 * x0_ + 4 * x1_) + 2.5f * x2_) - 5 * x3_) - 0.5f * x4_) + x5_;               \
+		(o1) = (((2 * x1_ - 2 * x2_) - 4.5f * x3_) + 0.5f * x4_) + x5_;                            \
+		(o2) = (((-(2 * x1_) + 6 * x2_) - 3.5f * x3_) - 1.5f * x4_) + x5_;                         \
+		(o3) = (((x1_ - 1.5f * x2_) - 2 * x3_) + 1.5f * x4_) + x5_;                                \
+		(o4) = ((-x1_ + 2.5f * x2_) - 2.5f * x4_) + x5_;                                           \
+		(o5) = (4 * x1_ - 5 * x3_) + x5_;                                                          \
+		(o6) = ((((-(2 * x1_) + 4 * x2_) + 2.5f * x3_) - 5 * x4_) - 0.5f * x5_) + x6_;             \
 	} while (0)
 
-// bt6_row applies Bᵀ across six rows of n values of q (WBLK apart) into
-// six rows of V (restrict: they never overlap, and the compiler needs to
+// AT7 is Aᵀ applied to seven values (products by powers of two: exact).
+#define AT7(q0, q1, q2, q3, q4, q5, q6, o0, o1, o2)                                                   \
+	do {                                                                                              \
+		float y0_ = (q0), y1_ = (q1), y2_ = (q2), y3_ = (q3), y4_ = (q4), y5_ = (q5), y6_ = (q6);   \
+		(o0) = ((((y0_ + y1_) + y2_) + y3_) + y4_) + y5_;                                          \
+		(o1) = ((y1_ - y2_) + 2 * (y3_ - y4_)) + 0.5f * y5_;                                       \
+		(o2) = (((y1_ + y2_) + 4 * (y3_ + y4_)) + 0.25f * y5_) + y6_;                              \
+	} while (0)
+
+#define WBLK7 64
+
+// bt7_row applies Bᵀ across seven rows of n values of q (WBLK7 apart) into
+// seven rows of V (restrict: they never overlap, and the compiler needs to
 // know that to vectorise).
-LW_CLONES static void bt6_row(const float *restrict q, float *restrict v0, float *restrict v1, float *restrict v2,
-                              float *restrict v3, float *restrict v4, float *restrict v5, int n) {
+LW_NOFMA LW_CLONES static void bt7_row(const float *restrict q, float *restrict v0, float *restrict v1,
+                                       float *restrict v2, float *restrict v3, float *restrict v4,
+                                       float *restrict v5, float *restrict v6, int n) {
 	for (int t = 0; t < n; t++)
-		BT6(q[t], q[WBLK + t], q[2 * WBLK + t], q[3 * WBLK + t], q[4 * WBLK + t], q[5 * WBLK + t], v0[t], v1[t],
-		    v2[t], v3[t], v4[t], v5[t]);
+		BT7(q[t], q[WBLK7 + t], q[2 * WBLK7 + t], q[3 * WBLK7 + t], q[4 * WBLK7 + t], q[5 * WBLK7 + t],
+		    q[6 * WBLK7 + t], v0[t], v1[t], v2[t], v3[t], v4[t], v5[t], v6[t]);
 }
 
-// V for the 6×6 tiles, as lw_wino_in's layout.
-LW_CLONES void lw_wino5_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step,
-                           int T) {
-	int th = (h + 1) / 2, tw = (w + 1) / 2, nt = th * tw;
-	float d[36][WBLK], e[36][WBLK];
+// V for the 7×7 tiles (3×3 outputs each), as lw_wino_in's layout.
+LW_NOFMA LW_CLONES void lw_wino5_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V,
+                                    size_t step, int T) {
+	int th = (h + 2) / 3, tw = (w + 2) / 3, nt = th * tw;
+	float d[49][WBLK7], e[49][WBLK7];
 	for (int c = c0; c < c1; c++)
 		for (int j = 0; j < nb; j++) {
 			const float *p = x + (size_t)j * xs + (size_t)c * h * w;
 			float *vb = V + (size_t)c * T + (size_t)j * nt;
-			for (int t0 = 0; t0 < nt; t0 += WBLK) {
-				int n = nt - t0 < WBLK ? nt - t0 : WBLK;
+			for (int t0 = 0; t0 < nt; t0 += WBLK7) {
+				int n = nt - t0 < WBLK7 ? nt - t0 : WBLK7;
 				for (int t = 0, ty = t0 / tw, tx = t0 % tw; t < n; t++) {
-					int iy0 = 2 * ty - 2, ix0 = 2 * tx - 2;
-					if (iy0 >= 0 && iy0 + 6 <= h && ix0 >= 0 && ix0 + 6 <= w) {
-						for (int r = 0; r < 6; r++)
-							for (int s = 0; s < 6; s++) d[r * 6 + s][t] = p[(iy0 + r) * w + ix0 + s];
+					int iy0 = 3 * ty - 2, ix0 = 3 * tx - 2;
+					if (iy0 >= 0 && iy0 + 7 <= h && ix0 >= 0 && ix0 + 7 <= w) {
+						for (int r = 0; r < 7; r++)
+							for (int s = 0; s < 7; s++) d[r * 7 + s][t] = p[(iy0 + r) * w + ix0 + s];
 					} else
-						for (int r = 0; r < 6; r++) {
+						for (int r = 0; r < 7; r++) {
 							int iy = iy0 + r;
-							for (int s = 0; s < 6; s++) {
+							for (int s = 0; s < 7; s++) {
 								int ix = ix0 + s;
-								d[r * 6 + s][t] = iy >= 0 && iy < h && ix >= 0 && ix < w ? p[iy * w + ix] : 0;
+								d[r * 7 + s][t] = iy >= 0 && iy < h && ix >= 0 && ix < w ? p[iy * w + ix] : 0;
 							}
 						}
 					if (++tx == tw) tx = 0, ty++;
 				}
-				// Bᵀ d column by column into e, then (Bᵀ d) B row by row into V;
-				// loops over t without arrays in them, so they vectorise.
-				for (int s = 0; s < 6; s++)
+				// Bᵀ d column by column into e, then (Bᵀ d) B row by row into V.
+				for (int s = 0; s < 7; s++)
 					for (int t = 0; t < n; t++)
-						BT6(d[s][t], d[6 + s][t], d[12 + s][t], d[18 + s][t], d[24 + s][t], d[30 + s][t], e[s][t],
-						    e[6 + s][t], e[12 + s][t], e[18 + s][t], e[24 + s][t], e[30 + s][t]);
+						BT7(d[s][t], d[7 + s][t], d[14 + s][t], d[21 + s][t], d[28 + s][t], d[35 + s][t], d[42 + s][t],
+						    e[s][t], e[7 + s][t], e[14 + s][t], e[21 + s][t], e[28 + s][t], e[35 + s][t], e[42 + s][t]);
 				float *v = vb + t0;
-				for (int r = 0; r < 6; r++) {
-					float *v0 = v + (size_t)(r * 6) * step;
-					bt6_row(e[r * 6], v0, v0 + step, v0 + 2 * step, v0 + 3 * step, v0 + 4 * step, v0 + 5 * step, n);
+				for (int r = 0; r < 7; r++) {
+					float *v0 = v + (size_t)(r * 7) * step;
+					bt7_row(e[r * 7], v0, v0 + step, v0 + 2 * step, v0 + 3 * step, v0 + 4 * step, v0 + 5 * step,
+					        v0 + 6 * step, n);
 				}
 			}
 		}
@@ -189,37 +199,40 @@ LW_CLONES void lw_wino5_in(const float *x, size_t xs, int nb, int h, int w, int 
 
 LW_CLONES void lw_wino5_out(const float *M, size_t step, int T, int nb, int oh, int ow, const float *bias, int relu,
                             float *y, size_t ys, int co0, int co1) {
-	int th = (oh + 1) / 2, tw = (ow + 1) / 2, nt = th * tw;
-	float o[4][WBLK];
+	int th = (oh + 2) / 3, tw = (ow + 2) / 3, nt = th * tw;
+	float o[9][WBLK7];
 	for (int co = co0; co < co1; co++)
 		for (int j = 0; j < nb; j++) {
 			float *out = y + (size_t)j * ys + (size_t)co * oh * ow, b = bias[co];
 			const float *mb = M + (size_t)co * T + (size_t)j * nt;
-			for (int t0 = 0; t0 < nt; t0 += WBLK) {
-				int n = nt - t0 < WBLK ? nt - t0 : WBLK;
+			for (int t0 = 0; t0 < nt; t0 += WBLK7) {
+				int n = nt - t0 < WBLK7 ? nt - t0 : WBLK7;
 				const float *m = mb + t0;
 				for (int t = 0; t < n; t++) {
-					float a[2][6]; // Aᵀ M
-					for (int s = 0; s < 6; s++) {
-						float m0 = m[(0 * 6 + s) * step + t], m1 = m[(1 * 6 + s) * step + t];
-						float m2 = m[(2 * 6 + s) * step + t], m3 = m[(3 * 6 + s) * step + t];
-						float m4 = m[(4 * 6 + s) * step + t], m5 = m[(5 * 6 + s) * step + t];
-						a[0][s] = (((m0 + m1) + m2) + m3) + m4;
-						a[1][s] = ((m1 - m2) + 2 * (m3 - m4)) + m5;
-					}
-					for (int r = 0; r < 2; r++) {
-						const float *q = a[r];
-						float v0 = ((((q[0] + q[1]) + q[2]) + q[3]) + q[4]) + b;
-						float v1 = (((q[1] - q[2]) + 2 * (q[3] - q[4])) + q[5]) + b;
+					float a[3][7]; // Aᵀ M
+					for (int s = 0; s < 7; s++)
+						AT7(m[(0 * 7 + s) * step + t], m[(1 * 7 + s) * step + t], m[(2 * 7 + s) * step + t],
+						    m[(3 * 7 + s) * step + t], m[(4 * 7 + s) * step + t], m[(5 * 7 + s) * step + t],
+						    m[(6 * 7 + s) * step + t], a[0][s], a[1][s], a[2][s]);
+					for (int r = 0; r < 3; r++) {
+						float v0, v1, v2;
+						AT7(a[r][0], a[r][1], a[r][2], a[r][3], a[r][4], a[r][5], a[r][6], v0, v1, v2);
+						v0 += b, v1 += b, v2 += b;
 						if (relu) {
 							v0 = v0 < 0 ? 0 : v0;
 							v1 = v1 < 0 ? 0 : v1;
+							v2 = v2 < 0 ? 0 : v2;
 						}
-						o[2 * r][t] = v0;
-						o[2 * r + 1][t] = v1;
+						o[3 * r][t] = v0, o[3 * r + 1][t] = v1, o[3 * r + 2][t] = v2;
 					}
 				}
-				scatter_tiles(o, n, t0, tw, out, oh, ow);
+				for (int t = 0, ty = t0 / tw, tx = t0 % tw; t < n; t++) {
+					for (int r = 0; r < 3 && 3 * ty + r < oh; r++) {
+						float *q = out + (size_t)(3 * ty + r) * ow + 3 * tx;
+						for (int s = 0; s < 3 && 3 * tx + s < ow; s++) q[s] = o[3 * r + s][t];
+					}
+					if (++tx == tw) tx = 0, ty++;
+				}
 			}
 		}
 }

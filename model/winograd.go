@@ -2,7 +2,7 @@ package model
 
 // Winograd F(2×2, 3×3) for the 3×3, stride-1, pad-1 convolutions of
 // inference (conv3–5, over half of AlexNet's multiply-adds; conv2's 5×5
-// runs as F(2×2, 5×5) on the same machinery, winograd5.go): 16 multiplies
+// runs as F(3×3, 5×5) on the same machinery, winograd5.go): 16 multiplies
 // per 2×2 outputs instead of 36, as 16 GEMMs between transformed filters
 // (computed once per classifier) and transformed input tiles. F(2×2) and not
 // F(4×4): its transforms are additions only, so it stays within a few ulps
@@ -15,11 +15,11 @@ package model
 type winoWeights struct {
 	u           []float32
 	coutG, cinG int
-	side        int // input tile side: 4 for F(2×2, 3×3), 6 for F(2×2, 5×5)
+	side        int // input tile side: 4 for F(2×2, 3×3), 7 for F(3×3, 5×5)
 }
 
 // winogradFits says whether layer l runs as Winograd: F(2×2, 3×3) for the
-// 3×3 convolutions, F(2×2, 5×5) (winograd5.go) for the 5×5 one, both
+// 3×3 convolutions, F(3×3, 5×5) (winograd5.go) for the 5×5 one, both
 // stride 1 and "same" padding.
 func winogradFits(l *Layer) bool {
 	return l.Kind == Conv && l.Stride == 1 && (l.Kernel == 3 && l.Pad == 1 || l.Kernel == 5 && l.Pad == 2)
@@ -27,7 +27,10 @@ func winogradFits(l *Layer) bool {
 
 // winoTransforms is how many transforms (and GEMMs) layer l's Winograd
 // form has: the input tile's area.
-func winoTransforms(l *Layer) int { return (l.Kernel + 1) * (l.Kernel + 1) }
+func winoTransforms(l *Layer) int {
+	a := winoOutTile(l) + l.Kernel - 1
+	return a * a
+}
 
 // newWinoWeights transforms the filters of a layer that winogradFits.
 func newWinoWeights(l *Layer, in Shape3, w []float32) *winoWeights {
@@ -69,7 +72,19 @@ func transformFilters(l *Layer, in Shape3, w []float32) *winoWeights {
 }
 
 // winoTiles is the 2×2 tiles covering an h×w output.
-func winoTiles(h, w int) int { return ((h + 1) / 2) * ((w + 1) / 2) }
+func winoTiles(h, w int) int { return winoTilesM(h, w, 2) }
+
+// winoTilesM is the m×m tiles covering an h×w output.
+func winoTilesM(h, w, m int) int { return ((h + m - 1) / m) * ((w + m - 1) / m) }
+
+// winoOutTile is the output tile side of layer l's Winograd form: 2×2 for
+// the 3×3 kernels, 3×3 for the 5×5 one (27 = 9 tiles of 3, none wasted).
+func winoOutTile(l *Layer) int {
+	if l.Kernel == 5 {
+		return 3
+	}
+	return 2
+}
 
 // winoChunk is how many output channels share one round of GEMMs and the
 // output transform: their products (16 × chunk × tiles) stay near the
@@ -91,16 +106,16 @@ func winoStride(rows, T int) int {
 }
 
 // winoProductsCap bounds one chunk's products (floats): 4 MB, what conv3–5
-// take at batch 8. conv2's 36 transforms × 128 channels × 196 tiles come to
-// 3.6 MB per image; all 8 images of a batch in one pass took 29 MB more
-// scratch and were no faster (measured: within the run-to-run noise).
+// take at batch 8. conv2's 49 transforms × 128 channels × 81 tiles come to
+// 2 MB per image; all 8 images of a batch in one pass took 29 MB more
+// scratch (F(2×2, 5×5), measured) and were no faster.
 const winoProductsCap = 1 << 20
 
 // winoImagesPerPass is how many of n images share one pass of layer l:
 // their transformed inputs within convColCap and one chunk's products
 // within winoProductsCap.
 func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
-	k, tiles := winoTransforms(l), winoTiles(out.H, out.W)
+	k, tiles := winoTransforms(l), winoTilesM(out.H, out.W, winoOutTile(l))
 	byIn := convColCap / (k * in.C / l.Groups * tiles)
 	byProducts := winoProductsCap / (k * min(winoChunk, l.Out/l.Groups) * tiles)
 	return max(1, min(n, byIn, byProducts))
@@ -110,7 +125,7 @@ func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
 // products of one chunk of output channels.
 func winoBuffers(l *Layer, in, out Shape3, n int) (v, m int) {
 	per := winoImagesPerPass(l, in, out, n)
-	t := per * winoTiles(out.H, out.W)
+	t := per * winoTilesM(out.H, out.W, winoOutTile(l))
 	k := winoTransforms(l)
 	return k * winoStride(in.C/l.Groups, t), k * winoStride(min(winoChunk, l.Out/l.Groups), t)
 }
@@ -123,7 +138,7 @@ func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoW
 	per := winoImagesPerPass(l, in, out, n)
 	for j0 := 0; j0 < n; j0 += per {
 		nb := min(per, n-j0)
-		T := nb * winoTiles(out.H, out.W)
+		T := nb * winoTilesM(out.H, out.W, winoOutTile(l))
 		for g := 0; g < l.Groups; g++ {
 			xg := x[j0*il+g*cinG*hw:]
 			vs := winoStride(cinG, T)
@@ -229,13 +244,13 @@ type winoArgs struct {
 	vs, ms              int // the transforms' strides (winoStride)
 	in, out             Shape3
 	coutG, cinG, rows   int
-	side                int // input tile side (4 or 6)
+	side                int // input tile side (4 or 7)
 	relu                bool
 	c0, c1              int
 }
 
 func (a *winoArgs) runIn() {
-	if a.side == 6 {
+	if a.side == 7 {
 		winograd5In(a.x, a.xs, a.nb, a.in.H, a.in.W, a.c0, a.c1, a.v, a.vs, a.T)
 		return
 	}
@@ -249,7 +264,7 @@ func (a *winoArgs) runGemms() {
 }
 
 func (a *winoArgs) runOut() {
-	if a.side == 6 {
+	if a.side == 7 {
 		winograd5Out(a.m, a.ms, a.T, a.nb, a.out.H, a.out.W, a.bias, a.relu, a.y, a.ys, a.c0, a.c1)
 		return
 	}

@@ -1,59 +1,65 @@
 package model
 
-// Winograd F(2×2, 5×5) for conv2 (5×5, stride 1, pad 2; the largest
-// convolution once conv3–5 run as F(2×2, 3×3)): 6×6 input tiles, 36 GEMMs
-// with the transformed filters, 36 multiplies per 2×2 outputs instead of
-// 100. The interpolation points are 0, ±1, ±2 and ∞:
+// Winograd F(3×3, 5×5) for conv2 (5×5, stride 1, pad 2; the largest
+// convolution once conv3–5 run as F(2×2, 3×3)): 7×7 input tiles, 49 GEMMs
+// with the transformed filters, 49 multiplies per 3×3 outputs instead of
+// 225, and 27×27 outputs are exactly 9×9 tiles. The interpolation points
+// are 0, ±1, ±2, ½ and ∞:
 //
-//	Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 1]
-//	Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0;
-//	      0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
-//	G  = [¼ 0 0 0 0; −⅙ −⅙ −⅙ −⅙ −⅙; −⅙ ⅙ −⅙ ⅙ −⅙;
-//	      1/24 1/12 ⅙ ⅓ ⅔; 1/24 −1/12 ⅙ −⅓ ⅔; 0 0 0 0 1]
+//	Aᵀ = [1 1 1 1 1 1 0; 0 1 −1 2 −2 ½ 0; 0 1 1 4 4 ¼ 1]
+//	Bᵀ = [−2 4 5/2 −5 −½ 1 0; 0 2 −2 −9/2 ½ 1 0; 0 −2 6 −7/2 −3/2 1 0;
+//	      0 1 −3/2 −2 3/2 1 0; 0 −1 5/2 0 −5/2 1 0; 0 4 0 −5 0 1 0;
+//	      0 −2 4 5/2 −5 −½ 1]
+//	G  = [−½ 0 0 0 0; −⅓ −⅓ −⅓ −⅓ −⅓; 1/9 −1/9 1/9 −1/9 1/9;
+//	      1/36 1/18 1/9 2/9 4/9; −1/60 1/30 −1/15 2/15 −4/15;
+//	      32/45 16/45 8/45 4/45 2/45; 0 0 0 0 1]
 //
-// (derived and checked in exact rational arithmetic). Bᵀ and Aᵀ multiply
-// only by 1, 2, 4 and 5, written so that every product is by a power of
-// two: the input and output transforms round like additions, the same in C
-// and Go on every architecture. G's fractions go into the filters, in
-// float64, once per classifier. The larger tile costs accuracy against the
-// direct convolution (a few 1e-6 relative on conv2's outputs, measured in
-// TestWinogradMatchesDirect) and 36/25 of conv2's weights (+1.8 MB).
+// (derived and checked in exact rational arithmetic). G's fractions go into
+// the filters, in float64, once per classifier. Aᵀ multiplies only by powers
+// of two; Bᵀ's products are rounded one by one and summed left to right in
+// both the Go references (an explicit float32 conversion keeps Go from
+// fusing a product into an add) and the C (compiled without contraction),
+// so the two agree bit for bit on every architecture. Against the direct
+// convolution it stays within ~2e-5 relative on conv2's outputs (measured
+// in TestWinogradMatchesDirect, the same as F(2×2, 5×5) with its six
+// points); its filters take 49/25 of conv2's weights (+2.3 MB).
 
-// winoG5 is G for F(2×2, 5×5).
-var winoG5 = [6][5]float64{
-	{1.0 / 4, 0, 0, 0, 0},
-	{-1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6},
-	{-1.0 / 6, 1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6},
-	{1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 3, 2.0 / 3},
-	{1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3, 2.0 / 3},
+// winoG5 is G for F(3×3, 5×5).
+var winoG5 = [7][5]float64{
+	{-1.0 / 2, 0, 0, 0, 0},
+	{-1.0 / 3, -1.0 / 3, -1.0 / 3, -1.0 / 3, -1.0 / 3},
+	{1.0 / 9, -1.0 / 9, 1.0 / 9, -1.0 / 9, 1.0 / 9},
+	{1.0 / 36, 1.0 / 18, 1.0 / 9, 2.0 / 9, 4.0 / 9},
+	{-1.0 / 60, 1.0 / 30, -1.0 / 15, 2.0 / 15, -4.0 / 15},
+	{32.0 / 45, 16.0 / 45, 8.0 / 45, 4.0 / 45, 2.0 / 45},
 	{0, 0, 0, 0, 1},
 }
 
 // transformFilters5 computes U = G g Gᵀ for every 5×5 filter of l, laid out
-// as transformFilters' (36 matrices coutG × cinG per group).
+// as transformFilters' (49 matrices coutG × cinG per group).
 func transformFilters5(l *Layer, in Shape3, w []float32) *winoWeights {
 	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
-	ww := &winoWeights{u: make([]float32, l.Groups*36*coutG*cinG), coutG: coutG, cinG: cinG, side: 6}
+	ww := &winoWeights{u: make([]float32, l.Groups*49*coutG*cinG), coutG: coutG, cinG: cinG, side: 7}
 	for g := 0; g < l.Groups; g++ {
-		u := ww.u[g*36*coutG*cinG:]
+		u := ww.u[g*49*coutG*cinG:]
 		for o := 0; o < coutG; o++ {
 			for c := 0; c < cinG; c++ {
 				f := w[((g*coutG+o)*cinG+c)*25:][:25]
-				var gg [6][5]float64 // G g
-				for r := 0; r < 6; r++ {
+				var gg [7][5]float64 // G g
+				for r := 0; r < 7; r++ {
 					for s := 0; s < 5; s++ {
 						for k := 0; k < 5; k++ {
 							gg[r][s] += winoG5[r][k] * float64(f[k*5+s])
 						}
 					}
 				}
-				for r := 0; r < 6; r++ { // (G g) Gᵀ
-					for s := 0; s < 6; s++ {
+				for r := 0; r < 7; r++ { // (G g) Gᵀ
+					for s := 0; s < 7; s++ {
 						var v float64
 						for k := 0; k < 5; k++ {
 							v += gg[r][k] * winoG5[s][k]
 						}
-						u[((r*6+s)*coutG+o)*cinG+c] = float32(v)
+						u[((r*7+s)*coutG+o)*cinG+c] = float32(v)
 					}
 				}
 			}
@@ -62,47 +68,58 @@ func transformFilters5(l *Layer, in Shape3, w []float32) *winoWeights {
 	return ww
 }
 
-// bt6 is Bᵀ applied to six values, as lw_wino5_in's bt6 computes it.
-func bt6(d0, d1, d2, d3, d4, d5 float32) [6]float32 {
-	return [6]float32{
-		(4*d0 - (4*d2 + d2)) + d4,
-		(d3 + d4) - 4*(d1+d2),
-		(d4 - d3) + 4*(d1-d2),
-		(d4 - d2) + 2*(d3-d1),
-		(d4 - d2) - 2*(d3-d1),
-		(4*d1 - (4*d3 + d3)) + d5,
+// bt7 is Bᵀ applied to seven values, as winograd.c's BT7 computes it.
+func bt7(d0, d1, d2, d3, d4, d5, d6 float32) [7]float32 {
+	return [7]float32{
+		float32(-2*d0) + float32(4*d1) + float32(2.5*d2) - float32(5*d3) - float32(0.5*d4) + d5,
+		float32(2*d1) - float32(2*d2) - float32(4.5*d3) + float32(0.5*d4) + d5,
+		-float32(2*d1) + float32(6*d2) - float32(3.5*d3) - float32(1.5*d4) + d5,
+		d1 - float32(1.5*d2) - float32(2*d3) + float32(1.5*d4) + d5,
+		-d1 + float32(2.5*d2) - float32(2.5*d4) + d5,
+		float32(4*d1) - float32(5*d3) + d5,
+		-float32(2*d1) + float32(4*d2) + float32(2.5*d3) - float32(5*d4) - float32(0.5*d5) + d6,
+	}
+}
+
+// at7 is Aᵀ applied to seven values (products by powers of two: exact).
+func at7(q [7]float32) [3]float32 {
+	return [3]float32{
+		q[0] + q[1] + q[2] + q[3] + q[4] + q[5],
+		(q[1] - q[2]) + 2*(q[3]-q[4]) + 0.5*q[5],
+		(q[1] + q[2]) + 4*(q[3]+q[4]) + 0.25*q[5] + q[6],
 	}
 }
 
 // winograd5InRef is lw_wino5_in (winograd.c) in Go: V[ξ·step+c·T+t] for
-// channels [c0, c1) of nb images xs apart, ξ over the 36 transforms.
+// channels [c0, c1) of nb images xs apart, ξ over the 49 transforms, t over
+// the 3×3 output tiles.
 func winograd5InRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
-	th, tw := (h+1)/2, (w+1)/2
+	th, tw := (h+2)/3, (w+2)/3
 	for c := c0; c < c1; c++ {
 		for j := 0; j < nb; j++ {
 			plane := x[j*xs+c*h*w:][:h*w]
 			for ty := 0; ty < th; ty++ {
 				for tx := 0; tx < tw; tx++ {
-					var d, b [6][6]float32
-					for r := 0; r < 6; r++ {
-						iy := 2*ty - 2 + r
-						for s := 0; s < 6; s++ {
-							if ix := 2*tx - 2 + s; iy >= 0 && iy < h && ix >= 0 && ix < w {
+					var d, b [7][7]float32
+					for r := 0; r < 7; r++ {
+						iy := 3*ty - 2 + r
+						for s := 0; s < 7; s++ {
+							if ix := 3*tx - 2 + s; iy >= 0 && iy < h && ix >= 0 && ix < w {
 								d[r][s] = plane[iy*w+ix]
 							}
 						}
 					}
-					for s := 0; s < 6; s++ {
-						o := bt6(d[0][s], d[1][s], d[2][s], d[3][s], d[4][s], d[5][s])
-						for r := 0; r < 6; r++ {
+					for s := 0; s < 7; s++ {
+						o := bt7(d[0][s], d[1][s], d[2][s], d[3][s], d[4][s], d[5][s], d[6][s])
+						for r := 0; r < 7; r++ {
 							b[r][s] = o[r]
 						}
 					}
 					at := c*T + j*th*tw + ty*tw + tx
-					for r := 0; r < 6; r++ {
-						o := bt6(b[r][0], b[r][1], b[r][2], b[r][3], b[r][4], b[r][5])
-						for s := 0; s < 6; s++ {
-							v[at+(r*6+s)*step] = o[s]
+					for r := 0; r < 7; r++ {
+						o := bt7(b[r][0], b[r][1], b[r][2], b[r][3], b[r][4], b[r][5], b[r][6])
+						for s := 0; s < 7; s++ {
+							v[at+(r*7+s)*step] = o[s]
 						}
 					}
 				}
@@ -115,41 +132,40 @@ func winograd5InRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T 
 // images (ys apart in y) from M[ξ·step+co·T+t], plus bias, rectified when
 // relu is set.
 func winograd5OutRef(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int) {
-	th, tw := (oh+1)/2, (ow+1)/2
+	th, tw := (oh+2)/3, (ow+2)/3
 	for co := co0; co < co1; co++ {
 		for j := 0; j < nb; j++ {
 			out := y[j*ys+co*oh*ow:][:oh*ow]
 			for ty := 0; ty < th; ty++ {
 				for tx := 0; tx < tw; tx++ {
 					at := co*T + j*th*tw + ty*tw + tx
-					var a [2][6]float32
-					for s := 0; s < 6; s++ {
-						var q [6]float32
+					var a [3][7]float32 // Aᵀ M
+					for s := 0; s < 7; s++ {
+						var q [7]float32
 						for r := range q {
-							q[r] = m[at+(r*6+s)*step]
+							q[r] = m[at+(r*7+s)*step]
 						}
-						a[0][s] = (((q[0] + q[1]) + q[2]) + q[3]) + q[4]
-						a[1][s] = ((q[1] - q[2]) + 2*(q[3]-q[4])) + q[5]
+						col := at7(q)
+						for r := range col {
+							a[r][s] = col[r]
+						}
 					}
-					for r := 0; r < 2; r++ {
-						oy := 2*ty + r
+					for r := 0; r < 3; r++ {
+						oy := 3*ty + r
 						if oy >= oh {
 							break
 						}
-						q := a[r]
-						v0 := ((((q[0] + q[1]) + q[2]) + q[3]) + q[4]) + bias[co]
-						v1 := (((q[1] - q[2]) + 2*(q[3]-q[4])) + q[5]) + bias[co]
-						if relu { // as the C writes it: max would turn −0 into +0
-							if v0 < 0 {
-								v0 = 0
+						row := at7(a[r])
+						for s, v := range row {
+							ox := 3*tx + s
+							if ox >= ow {
+								break
 							}
-							if v1 < 0 {
-								v1 = 0
+							v += bias[co]
+							if relu && v < 0 { // as the C writes it: max would turn −0 into +0
+								v = 0
 							}
-						}
-						out[oy*ow+2*tx] = v0
-						if 2*tx+1 < ow {
-							out[oy*ow+2*tx+1] = v1
+							out[oy*ow+ox] = v
 						}
 					}
 				}

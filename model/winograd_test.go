@@ -9,7 +9,7 @@ import (
 
 // TestWinogradMatchesDirect: every 3×3 and 5×5 convolution of both variants
 // (bvlc's grouped ones included) through Winograd F(2×2, 3×3) and
-// F(2×2, 5×5) against the direct
+// F(3×3, 5×5) against the direct
 // reference, for batch sizes across the images that share a pass, with and
 // without the fused ReLU; and the C transforms against their Go references
 // bit for bit.
@@ -70,18 +70,19 @@ func TestWinogradMatchesDirect(t *testing.T) {
 	kernels := []struct {
 		name        string
 		transforms  int
+		tile        int // output tile side
 		in, inRef   inFn
 		out, outRef outFn
 	}{
-		{"F(2×2, 3×3)", 16, winogradIn, winogradInRef, winogradOut, winogradOutRef},
-		{"F(2×2, 5×5)", 36, winograd5In, winograd5InRef, winograd5Out, winograd5OutRef},
+		{"F(2×2, 3×3)", 16, 2, winogradIn, winogradInRef, winogradOut, winogradOutRef},
+		{"F(3×3, 5×5)", 49, 3, winograd5In, winograd5InRef, winograd5Out, winograd5OutRef},
 	}
 	rng := rand.New(rand.NewPCG(17, 18))
 	for _, k := range kernels {
 		for _, s := range []Shape3{{5, 13, 13}, {3, 6, 7}, {2, 1, 1}, {2, 16, 15}, {2, 19, 17}, {3, 27, 27}} {
 			const nb = 2
 			x := randActs(rng, nb*s.Len(), true)
-			T := nb * winoTiles(s.H, s.W)
+			T := nb * winoTilesM(s.H, s.W, k.tile)
 			st := winoStride(s.C, T)
 			got, want := make([]float32, k.transforms*st), make([]float32, k.transforms*st)
 			k.in(x, s.Len(), nb, s.H, s.W, 1, s.C, got, st, T)
