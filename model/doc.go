@@ -9,7 +9,7 @@
 // when cgo is on (the default) and from gonum's pure-Go BLAS when built
 // with CGO_ENABLED=0 or -tags purego. The engine splits its large kernels
 // over the cores itself (parallel.go), runs the 3×3 and 5×5 convolutions
-// as Winograd F(2×2, 3×3) and F(2×2, 5×5) (winograd.go, winograd5.go),
+// as Winograd F(2×2, 3×3) and F(3×3, 5×5) (winograd.go, winograd5.go),
 // the passes between GEMMs in C (layers.c) and can hold the big fully
 // connected layers in fp16, bf16 or int8 (precision.go, fc.c).
 // Cross-checks against OpenCV DNN and onnxruntime live in dnncheck and
