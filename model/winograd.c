@@ -197,35 +197,50 @@ LW_NOFMA LW_CLONES void lw_wino5_in(const float *x, size_t xs, int nb, int h, in
 		}
 }
 
+// at7_col applies Aᵀ down one column of n tiles' products (m0…m6: the
+// column's seven rows) into three rows of a; at7_row applies it across
+// seven rows of a (WBLK7 apart) into three outputs per tile, plus the bias,
+// rectified when relu is set. Separate loops with restrict pointers, so the
+// compiler vectorises them over the tiles.
+LW_CLONES static void at7_col(const float *restrict m0, const float *restrict m1, const float *restrict m2,
+                              const float *restrict m3, const float *restrict m4, const float *restrict m5,
+                              const float *restrict m6, float *restrict a0, float *restrict a1, float *restrict a2,
+                              int n) {
+	for (int t = 0; t < n; t++) AT7(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t], m6[t], a0[t], a1[t], a2[t]);
+}
+
+LW_CLONES static void at7_row(const float *restrict q, float *restrict o0, float *restrict o1, float *restrict o2,
+                              float b, int relu, int n) {
+	for (int t = 0; t < n; t++) {
+		float v0, v1, v2;
+		AT7(q[t], q[WBLK7 + t], q[2 * WBLK7 + t], q[3 * WBLK7 + t], q[4 * WBLK7 + t], q[5 * WBLK7 + t],
+		    q[6 * WBLK7 + t], v0, v1, v2);
+		v0 += b, v1 += b, v2 += b;
+		if (relu) {
+			v0 = v0 < 0 ? 0 : v0;
+			v1 = v1 < 0 ? 0 : v1;
+			v2 = v2 < 0 ? 0 : v2;
+		}
+		o0[t] = v0, o1[t] = v1, o2[t] = v2;
+	}
+}
+
 LW_CLONES void lw_wino5_out(const float *M, size_t step, int T, int nb, int oh, int ow, const float *bias, int relu,
                             float *y, size_t ys, int co0, int co1) {
 	int th = (oh + 2) / 3, tw = (ow + 2) / 3, nt = th * tw;
-	float o[9][WBLK7];
+	float a[3][7][WBLK7], o[9][WBLK7]; // a[r][s]: row r of Aᵀ M, column s
 	for (int co = co0; co < co1; co++)
 		for (int j = 0; j < nb; j++) {
-			float *out = y + (size_t)j * ys + (size_t)co * oh * ow, b = bias[co];
+			float *out = y + (size_t)j * ys + (size_t)co * oh * ow;
 			const float *mb = M + (size_t)co * T + (size_t)j * nt;
 			for (int t0 = 0; t0 < nt; t0 += WBLK7) {
 				int n = nt - t0 < WBLK7 ? nt - t0 : WBLK7;
 				const float *m = mb + t0;
-				for (int t = 0; t < n; t++) {
-					float a[3][7]; // Aᵀ M
-					for (int s = 0; s < 7; s++)
-						AT7(m[(0 * 7 + s) * step + t], m[(1 * 7 + s) * step + t], m[(2 * 7 + s) * step + t],
-						    m[(3 * 7 + s) * step + t], m[(4 * 7 + s) * step + t], m[(5 * 7 + s) * step + t],
-						    m[(6 * 7 + s) * step + t], a[0][s], a[1][s], a[2][s]);
-					for (int r = 0; r < 3; r++) {
-						float v0, v1, v2;
-						AT7(a[r][0], a[r][1], a[r][2], a[r][3], a[r][4], a[r][5], a[r][6], v0, v1, v2);
-						v0 += b, v1 += b, v2 += b;
-						if (relu) {
-							v0 = v0 < 0 ? 0 : v0;
-							v1 = v1 < 0 ? 0 : v1;
-							v2 = v2 < 0 ? 0 : v2;
-						}
-						o[3 * r][t] = v0, o[3 * r + 1][t] = v1, o[3 * r + 2][t] = v2;
-					}
-				}
+				for (int s = 0; s < 7; s++)
+					at7_col(m + (size_t)s * step, m + (size_t)(7 + s) * step, m + (size_t)(14 + s) * step,
+					        m + (size_t)(21 + s) * step, m + (size_t)(28 + s) * step, m + (size_t)(35 + s) * step,
+					        m + (size_t)(42 + s) * step, a[0][s], a[1][s], a[2][s], n);
+				for (int r = 0; r < 3; r++) at7_row(a[r][0], o[3 * r], o[3 * r + 1], o[3 * r + 2], bias[co], relu, n);
 				for (int t = 0, ty = t0 / tw, tx = t0 % tw; t < n; t++) {
 					for (int r = 0; r < 3 && 3 * ty + r < oh; r++) {
 						float *q = out + (size_t)(3 * ty + r) * ow + 3 * tx;

@@ -105,11 +105,13 @@ func winoStride(rows, T int) int {
 	return s
 }
 
-// winoProductsCap bounds one chunk's products (floats): 4 MB, what conv3–5
-// take at batch 8. conv2's 49 transforms × 128 channels × 81 tiles come to
-// 2 MB per image; all 8 images of a batch in one pass took 29 MB more
-// scratch (F(2×2, 5×5), measured) and were no faster.
-const winoProductsCap = 1 << 20
+// winoProductsCap bounds one chunk's products (floats): 2 MB. conv2's 49
+// transforms × 128 channels × 81 tiles come to 2 MB per image; with two
+// images per pass the whole torchvision batch of 8 took 7.2–7.6 ms per
+// image instead of 5.9–6.4 (measured against onnxruntime in one process),
+// and all 8 images at once 7.9 with 29 MB more scratch. conv3–5 then take
+// five images per pass.
+const winoProductsCap = 1 << 19
 
 // winoImagesPerPass is how many of n images share one pass of layer l:
 // their transformed inputs within convColCap and one chunk's products
