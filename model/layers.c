@@ -215,6 +215,7 @@ void lw_im2col_rows(const float *x, int h, int w, int c0, int k, int stride, int
 		lo[kx] = l, hi[kx] = u;
 	}
 	int split = stride > 1 && w <= IM2COL_SPLIT_MAX;
+	int pl = (w + stride - 1) / stride; // phase q holds src[q], src[q+stride], … at phases[q·pl …]
 	float phases[split ? w + stride : 1];
 	for (int g = g0; g < g1; g++) {
 		int c = c0 + g / k, ky = g % k;
@@ -227,7 +228,6 @@ void lw_im2col_rows(const float *x, int h, int w, int c0, int k, int stride, int
 				continue;
 			}
 			const float *src = plane + (size_t)iy * w;
-			int pl = (w + stride - 1) / stride; // phase q holds src[q], src[q+stride], … at phases[q·pl …]
 			if (split)
 				for (int q = 0; q < stride; q++)
 					for (int i = 0; q + i * stride < w; i++) phases[q * pl + i] = src[q + i * stride];

@@ -8,6 +8,7 @@
 // and subtractions here (the ½ of G is in U), so the results stay within a
 // few units in the last place of the direct convolution. winogradIn and
 // winogradOut in Go are the references and the pure-Go build's code.
+// Below them, F(3×3, 5×5) for conv2 on the same layout.
 
 #include <stddef.h>
 
@@ -60,17 +61,14 @@ void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1,
 // at ~1 ms per image, longer than its GEMMs.
 #define WBLK 128
 
-// scatter_tiles writes the 2×2 outputs of tiles [t0, t0+n) (o[k][t]: row
-// k/2, column k%2 of tile t0+t) into an oh×ow plane, tw tiles per row.
-static void scatter_tiles(float o[4][WBLK], int n, int t0, int tw, float *out, int oh, int ow) {
+// scatter_tiles writes the m×m outputs of tiles [t0, t0+n) (o[(r·m+s)·ld
+// + t]: row r, column s of tile t0+t) into an oh×ow plane, tw tiles per
+// row, leaving out what falls past its edges.
+static void scatter_tiles(const float *o, int ld, int m, int n, int t0, int tw, float *out, int oh, int ow) {
 	for (int t = 0, ty = t0 / tw, tx = t0 % tw; t < n; t++) {
-		float *q = out + 2 * ty * ow + 2 * tx;
-		int right = 2 * tx + 1 < ow;
-		q[0] = o[0][t];
-		if (right) q[1] = o[1][t];
-		if (2 * ty + 1 < oh) {
-			q[ow] = o[2][t];
-			if (right) q[ow + 1] = o[3][t];
+		for (int r = 0; r < m && m * ty + r < oh; r++) {
+			float *q = out + (size_t)(m * ty + r) * ow + m * tx;
+			for (int s = 0; s < m && m * tx + s < ow; s++) q[s] = o[(r * m + s) * ld + t];
 		}
 		if (++tx == tw) tx = 0, ty++;
 	}
@@ -109,7 +107,7 @@ LW_CLONES void lw_wino_out(const float *M, size_t step, int T, int nb, int oh, i
 						o[2 * r + 1][t] = v1;
 					}
 				}
-				scatter_tiles(o, n, t0, tw, out, oh, ow);
+				scatter_tiles(o[0], WBLK, 2, n, t0, tw, out, oh, ow);
 			}
 		}
 }
@@ -241,13 +239,7 @@ LW_CLONES void lw_wino5_out(const float *M, size_t step, int T, int nb, int oh, 
 					        m + (size_t)(21 + s) * step, m + (size_t)(28 + s) * step, m + (size_t)(35 + s) * step,
 					        m + (size_t)(42 + s) * step, a[0][s], a[1][s], a[2][s], n);
 				for (int r = 0; r < 3; r++) at7_row(a[r][0], o[3 * r], o[3 * r + 1], o[3 * r + 2], bias[co], relu, n);
-				for (int t = 0, ty = t0 / tw, tx = t0 % tw; t < n; t++) {
-					for (int r = 0; r < 3 && 3 * ty + r < oh; r++) {
-						float *q = out + (size_t)(3 * ty + r) * ow + 3 * tx;
-						for (int s = 0; s < 3 && 3 * tx + s < ow; s++) q[s] = o[3 * r + s][t];
-					}
-					if (++tx == tw) tx = 0, ty++;
-				}
+				scatter_tiles(o[0], WBLK7, 3, n, t0, tw, out, oh, ow);
 			}
 		}
 }

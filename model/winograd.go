@@ -77,6 +77,10 @@ func winoTiles(h, w int) int { return winoTilesM(h, w, 2) }
 // winoTilesM is the m×m tiles covering an h×w output.
 func winoTilesM(h, w, m int) int { return ((h + m - 1) / m) * ((w + m - 1) / m) }
 
+// winoLayerTiles is the tiles of layer l's Winograd form covering one
+// image's output.
+func winoLayerTiles(l *Layer, out Shape3) int { return winoTilesM(out.H, out.W, winoOutTile(l)) }
+
 // winoOutTile is the output tile side of layer l's Winograd form: 2×2 for
 // the 3×3 kernels, 3×3 for the 5×5 one (27 = 9 tiles of 3, none wasted).
 func winoOutTile(l *Layer) int {
@@ -117,7 +121,7 @@ const winoProductsCap = 1 << 19
 // their transformed inputs within convColCap and one chunk's products
 // within winoProductsCap.
 func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
-	k, tiles := winoTransforms(l), winoTilesM(out.H, out.W, winoOutTile(l))
+	k, tiles := winoTransforms(l), winoLayerTiles(l, out)
 	byIn := convColCap / (k * in.C / l.Groups * tiles)
 	byProducts := winoProductsCap / (k * min(winoChunk, l.Out/l.Groups) * tiles)
 	return max(1, min(n, byIn, byProducts))
@@ -127,7 +131,7 @@ func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
 // products of one chunk of output channels.
 func winoBuffers(l *Layer, in, out Shape3, n int) (v, m int) {
 	per := winoImagesPerPass(l, in, out, n)
-	t := per * winoTilesM(out.H, out.W, winoOutTile(l))
+	t := per * winoLayerTiles(l, out)
 	k := winoTransforms(l)
 	return k * winoStride(in.C/l.Groups, t), k * winoStride(min(winoChunk, l.Out/l.Groups), t)
 }
@@ -140,7 +144,7 @@ func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoW
 	per := winoImagesPerPass(l, in, out, n)
 	for j0 := 0; j0 < n; j0 += per {
 		nb := min(per, n-j0)
-		T := nb * winoTilesM(out.H, out.W, winoOutTile(l))
+		T := nb * winoLayerTiles(l, out)
 		for g := 0; g < l.Groups; g++ {
 			xg := x[j0*il+g*cinG*hw:]
 			vs := winoStride(cinG, T)
@@ -166,20 +170,14 @@ func winogradInRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T i
 			plane := x[j*xs+c*h*w:][:h*w]
 			for ty := 0; ty < th; ty++ {
 				for tx := 0; tx < tw; tx++ {
-					var d, b [4][4]float32
-					for r := 0; r < 4; r++ {
-						iy := 2*ty - 1 + r
-						for s := 0; s < 4; s++ {
-							if ix := 2*tx - 1 + s; iy >= 0 && iy < h && ix >= 0 && ix < w {
-								d[r][s] = plane[iy*w+ix]
-							}
-						}
-					}
+					var d [16]float32
+					var b [4][4]float32
+					winoGather(plane, h, w, 2*ty-1, 2*tx-1, 4, d[:])
 					for s := 0; s < 4; s++ {
-						b[0][s] = d[0][s] - d[2][s]
-						b[1][s] = d[1][s] + d[2][s]
-						b[2][s] = d[2][s] - d[1][s]
-						b[3][s] = d[1][s] - d[3][s]
+						b[0][s] = d[0*4+s] - d[2*4+s]
+						b[1][s] = d[1*4+s] + d[2*4+s]
+						b[2][s] = d[2*4+s] - d[1*4+s]
+						b[3][s] = d[1*4+s] - d[3*4+s]
 					}
 					at := c*T + j*th*tw + ty*tw + tx
 					for r := 0; r < 4; r++ {
@@ -189,6 +187,21 @@ func winogradInRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T i
 						v[at+(r*4+3)*step] = b[r][1] - b[r][3]
 					}
 				}
+			}
+		}
+	}
+}
+
+// winoGather copies the a×a input tile whose corner is (iy0, ix0) of an
+// h×w plane into d (row after row), zero outside the plane.
+func winoGather(plane []float32, h, w, iy0, ix0, a int, d []float32) {
+	for r := 0; r < a; r++ {
+		iy := iy0 + r
+		for s := 0; s < a; s++ {
+			if ix := ix0 + s; iy >= 0 && iy < h && ix >= 0 && ix < w {
+				d[r*a+s] = plane[iy*w+ix]
+			} else {
+				d[r*a+s] = 0
 			}
 		}
 	}

@@ -100,17 +100,11 @@ func winograd5InRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T 
 			plane := x[j*xs+c*h*w:][:h*w]
 			for ty := 0; ty < th; ty++ {
 				for tx := 0; tx < tw; tx++ {
-					var d, b [7][7]float32
-					for r := 0; r < 7; r++ {
-						iy := 3*ty - 2 + r
-						for s := 0; s < 7; s++ {
-							if ix := 3*tx - 2 + s; iy >= 0 && iy < h && ix >= 0 && ix < w {
-								d[r][s] = plane[iy*w+ix]
-							}
-						}
-					}
+					var d [49]float32
+					var b [7][7]float32
+					winoGather(plane, h, w, 3*ty-2, 3*tx-2, 7, d[:])
 					for s := 0; s < 7; s++ {
-						o := bt7(d[0][s], d[1][s], d[2][s], d[3][s], d[4][s], d[5][s], d[6][s])
+						o := bt7(d[0*7+s], d[1*7+s], d[2*7+s], d[3*7+s], d[4*7+s], d[5*7+s], d[6*7+s])
 						for r := 0; r < 7; r++ {
 							b[r][s] = o[r]
 						}
