@@ -91,8 +91,14 @@ func TestEngineFailureFallsBackToCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Replace the engine New chose with one that fails after 3 samples
-	// (the probe inference of a reload counts as one).
-	fe := &failingEngine{inner: d.engine(), after: 3}
+	// (the probe inference of a reload counts as one). Like a CUDA engine,
+	// it serves a model that keeps all its weights (the daemon's own CPU
+	// engine released some), which the fallback builds its CPU engine on.
+	whole, err := model.Load(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fe := &failingEngine{inner: model.NewClassifier(whole, model.Options{}), after: 3}
 	d.clf.Store(newEngineBox(fe))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -41,7 +41,10 @@ func benchForward(b *testing.B, v Variant, batch int, prec Precision) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := NewClassifier(m, Options{MaxBatch: batch, Precision: prec})
+	// As leafwatchd builds its CPU engine: the fp32 weights held in
+	// another form dropped, and their memory handed back.
+	c := NewClassifier(m, Options{MaxBatch: batch, Precision: prec, ReleaseWeights: true})
+	debug.FreeOSMemory()
 	x := randInput(rand.New(rand.NewPCG(1, 1)), batch*m.InputLen())
 	probs := make([]float32, batch*38)
 	ctx := context.Background()
@@ -80,7 +83,8 @@ func BenchmarkSteadyStateRSS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := NewClassifier(m, Options{MaxBatch: 1})
+	c := NewClassifier(m, Options{MaxBatch: 1, ReleaseWeights: true})
+	debug.FreeOSMemory()
 	x := randInput(rand.New(rand.NewPCG(1, 1)), m.InputLen())
 	probs := make([]float32, 38)
 	ctx := context.Background()

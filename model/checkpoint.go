@@ -156,6 +156,9 @@ func (m *Model) headerMetadata() (map[string]string, error) {
 // folder, synced, then renamed over path, so a power cut leaves either the
 // old or the new file, never half of one.
 func (m *Model) Save(path string) error {
+	if err := m.Whole("save " + path); err != nil {
+		return err
+	}
 	md, err := m.headerMetadata()
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)

@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"math/rand/v2"
+	"sort"
+	"strings"
 )
 
 // Tensor is a dense float32 array in row-major order.
@@ -48,6 +50,30 @@ type Model struct {
 	Notes []string
 
 	shapes []Shape3
+}
+
+// Released names, sorted, the parameters whose fp32 values a Classifier
+// built with Options.ReleaseWeights dropped (their Data is nil, their
+// Shape kept); empty for a whole model.
+func (m *Model) Released() []string {
+	var names []string
+	for name, t := range m.Params {
+		if t.Data == nil && numel(t.Shape) > 0 {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Whole returns an error naming op when some of the model's weights were
+// released to a classifier: saving, exporting, training and the CUDA
+// engine need every fp32 value.
+func (m *Model) Whole(op string) error {
+	if r := m.Released(); len(r) > 0 {
+		return fmt.Errorf("%s: the fp32 weights of %s were released to a CPU classifier (Options.ReleaseWeights); load the model again", op, strings.Join(r, ", "))
+	}
+	return nil
 }
 
 // New assembles a model from a spec and parameters, checking that every

@@ -88,6 +88,9 @@ func valueInfoPB(name string, dims ...any) []byte {
 
 // ExportONNX encodes the model as an ONNX file.
 func (m *Model) ExportONNX() ([]byte, error) {
+	if err := m.Whole("export ONNX"); err != nil {
+		return nil, err
+	}
 	var g pbuf
 	g = g.str(2, "leafwatch_alexnet_"+string(m.Spec.Variant))
 	cur := onnxInput

@@ -18,8 +18,12 @@ type TrainSession struct {
 }
 
 // NewTrainSession prepares training batches of up to batch images. rng
-// drives dropout; pass a seeded one for repeatable runs.
+// drives dropout; pass a seeded one for repeatable runs. It panics on a
+// model whose weights were released (see Model.Whole): a programming error.
 func (m *Model) NewTrainSession(batch int, rng *rand.Rand) *TrainSession {
+	if err := m.Whole("train"); err != nil {
+		panic(err)
+	}
 	s := &TrainSession{m: m, r: newRunner(m, batch, true, rng), Grads: map[string]*Tensor{},
 		dlog: make([]float32, batch*m.Spec.Classes), probs: make([]float32, batch*m.Spec.Classes)}
 	for name, t := range m.Params {

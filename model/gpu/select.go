@@ -32,7 +32,7 @@ func Select(m *model.Model, kind string, opt model.Options, log *slog.Logger) (m
 	default:
 		return nil, fmt.Errorf("engine %q: use auto, cpu or cuda", kind)
 	}
-	e, err := newCUDA(m, opt, log)
+	e, err := newCUDAWhole(m, opt, log)
 	if err == nil {
 		log.Info("engine selected", "engine", e.Engine(), "why", "CUDA device available")
 		return e, nil
@@ -43,6 +43,15 @@ func Select(m *model.Model, kind string, opt model.Options, log *slog.Logger) (m
 	c := model.NewClassifier(m, opt)
 	log.Info("engine selected", "engine", c.Engine(), "why", "no CUDA: "+err.Error())
 	return c, nil
+}
+
+// newCUDAWhole is newCUDA for a model that still has every fp32 weight
+// (the device copies them all).
+func newCUDAWhole(m *model.Model, opt model.Options, log *slog.Logger) (model.Engine, error) {
+	if err := m.Whole("CUDA engine"); err != nil {
+		return nil, err
+	}
+	return newCUDA(m, opt, log)
 }
 
 func lockThread() func() {
@@ -81,5 +90,8 @@ type TrainStepper interface {
 
 // NewTrainer starts a CUDA training backend for m.
 func NewTrainer(m *model.Model, batch int, opt OptimSettings) (TrainStepper, error) {
+	if err := m.Whole("CUDA trainer"); err != nil {
+		return nil, err
+	}
 	return newTrainer(m, batch, opt)
 }
