@@ -25,8 +25,9 @@ import (
 // finetune predict and finetune's evaluation loader, gives bit-identical
 // model inputs and probabilities — for each preprocessing case a checkpoint
 // can carry (centre crop after resize, squash with resize 0; 224 and 227
-// inputs) and for the whole frame and its tiles. Training's random crops
-// use the same routine with other offsets.
+// inputs) and for the whole frame and its tiles, and with the daemon's
+// precision set to fp16 and predict's --precision to match. Training's
+// random crops use the same routine with other offsets.
 func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full AlexNet in -short mode")
@@ -43,11 +44,13 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 		name    string
 		variant model.Variant
 		resize  int
+		prec    model.Precision
 	}{
-		{"crop-224", model.TorchVision, 256},
-		{"squash-224", model.TorchVision, 0},
-		{"crop-227", model.BVLC, 256},
-		{"squash-227", model.BVLC, 0},
+		{"crop-224", model.TorchVision, 256, ""},
+		{"squash-224", model.TorchVision, 0, ""},
+		{"crop-227", model.BVLC, 256, ""},
+		{"squash-227", model.BVLC, 0, ""},
+		{"crop-224-fp16", model.TorchVision, 256, model.FP16},
 	}
 	for _, tc := range cases {
 		m, err := model.NewRandom(tc.variant, len(labels), 11)
@@ -69,6 +72,9 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 			t.Run(tc.name+"/"+tname, func(t *testing.T) {
 				yaml := fmt.Sprintf("device: id\nmodel: %s\nstate_dir: %s\nlisten: 127.0.0.1:0\nbroker: embedded\nembedded_broker: {address: 127.0.0.1:0}\ntop_k: %d\n"+
 					"cameras:\n  - name: c1\n    source: folder://%s\n%s", ckpt, t.TempDir(), len(labels), filepath.Dir(frame), tyaml)
+				if tc.prec != "" {
+					yaml += "precision: " + string(tc.prec) + "\n"
+				}
 				cfg, err := ParseConfig("id.yaml", []byte(yaml))
 				if err != nil {
 					t.Fatal(err)
@@ -98,7 +104,7 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				p, err := train.NewPredictor(loaded, c.cfg.Tiling)
+				p, err := train.NewPredictor(loaded, c.cfg.Tiling, tc.prec)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -63,9 +63,13 @@ func cmdPredict(ctx context.Context, args []string) error {
 	fs.IntVar(&tiling.Cols, "tile-cols", 0, "columns of tiles")
 	fs.Float64Var(&tiling.Overlap, "tile-overlap", 0, "fraction of a tile shared with its neighbour (0..0.9)")
 	fs.BoolVar(&tiling.Full, "tile-full", false, "also classify the whole image, as the first region")
+	prec := fs.String("precision", "fp32", "the CPU engine's FC weights as leafwatchd's precision: fp32, fp16, bf16 or int8")
 	fs.Parse(args)
 	if *ckpt == "" || fs.NArg() == 0 {
 		return errors.New("predict: --model and at least one image are required")
+	}
+	if _, err := model.ParsePrecision(*prec); err != nil {
+		return fmt.Errorf("predict: --precision: %w", err)
 	}
 	if *top < 1 {
 		return fmt.Errorf("predict: --top %d: must be at least 1", *top)
@@ -74,7 +78,7 @@ func cmdPredict(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := train.NewPredictor(m, tiling)
+	p, err := train.NewPredictor(m, tiling, model.Precision(*prec))
 	if err != nil {
 		return fmt.Errorf("predict: %w", err)
 	}

@@ -138,7 +138,7 @@ func TestPredictNamesAFileOnce(t *testing.T) {
 	os.WriteFile(bad, b[:len(b)/3], 0o644)
 	m, _ := model.NewRandom(model.TorchVision, 2, 1)
 	m.Meta.Labels = []string{"Tomato___healthy", "Tomato___Late_blight"}
-	p, err := train.NewPredictor(m, vision.Tiling{})
+	p, err := train.NewPredictor(m, vision.Tiling{}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,8 @@ func TestPredictNamesAFileOnce(t *testing.T) {
 // while caching features exits 130 and says what to run; running that
 // continues the cache; --resume alone restores the run's settings (the
 // convolutions stay frozen), a contradicting flag is refused, eval lists
-// what it skipped, and --lr Inf is refused before any work.
+// what it skipped, predict takes the daemon's --precision (and refuses an
+// unknown one), and --lr Inf is refused before any work.
 func TestTrainCommandInterruptResumeRestore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("AlexNet in -short mode")
@@ -227,6 +228,13 @@ func TestTrainCommandInterruptResumeRestore(t *testing.T) {
 	if log, err = run("eval", "--model", filepath.Join(out, "best.safetensors"), "--data", data, "--out", t.TempDir()); err != nil ||
 		!strings.Contains(log, "1 files skipped") || !strings.Contains(log, "notes.txt: not an image file") {
 		t.Errorf("eval (%v) does not mention the skipped file:\n%s", err, log)
+	}
+	leaf, _ := filepath.Glob(filepath.Join(data, "Tomato___healthy", "*.jpg"))
+	if log, err = run("predict", "--model", filepath.Join(out, "best.safetensors"), "--precision", "fp16", leaf[0]); err != nil || !strings.Contains(log, "%") {
+		t.Errorf("predict --precision fp16 (%v):\n%s", err, log)
+	}
+	if log, err = run("predict", "--model", filepath.Join(out, "best.safetensors"), "--precision", "fp8", leaf[0]); err == nil || !strings.Contains(log, "--precision") || !strings.Contains(log, "fp8") {
+		t.Errorf("predict --precision fp8 (%v):\n%s", err, log)
 	}
 	start := time.Now()
 	if log, err = run("train", "--data", data, "--out", t.TempDir(), "--lr", "Inf"); err == nil || !strings.Contains(log, "learning rate +Inf") || strings.Contains(log, "dataset") {

@@ -21,13 +21,18 @@ type Predictor struct {
 }
 
 // NewPredictor prepares m with the tiling a camera would use (zero: the
-// whole image only).
-func NewPredictor(m *model.Model, tiling vision.Tiling) (*Predictor, error) {
+// whole image only) and the CPU engine's FC precision the daemon is
+// configured with ("" is fp32, the daemon's default).
+func NewPredictor(m *model.Model, tiling vision.Tiling, prec model.Precision) (*Predictor, error) {
+	p, err := model.ParsePrecision(string(prec))
+	if err != nil {
+		return nil, err
+	}
 	pp, err := vision.NewPreprocessor(PreprocessOf(m.Meta), tiling)
 	if err != nil {
 		return nil, err
 	}
-	return &Predictor{clf: model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch}), pp: pp, img: gocv.NewMat()}, nil
+	return &Predictor{clf: model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch, Precision: p}), pp: pp, img: gocv.NewMat()}, nil
 }
 
 // Close frees the buffers.
