@@ -65,11 +65,13 @@ func TestToFP16(t *testing.T) {
 
 // TestQuantizedFCMatchesReference: the C kernels (or, without cgo, the Go
 // fallback) against the scalar reference, for batch sizes around the
-// kernel's 8/4/2/1-image groups and an input length that leaves a tail;
-// and each within its precision's error of the fp32 layer.
+// kernel's 8/4/2/1-image groups, an input length that leaves a tail and
+// row ranges spanning several of the kernel's row blocks (each serving
+// every image group); and each within its precision's error of the fp32
+// layer.
 func TestQuantizedFCMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	const out, in = 70, 1000 + 7
+	const out, in = 130, 1000 + 7
 	w := make([]float32, out*in)
 	for i := range w {
 		w[i] = float32(rng.NormFloat64()) * 0.05
@@ -80,7 +82,7 @@ func TestQuantizedFCMatchesReference(t *testing.T) {
 	}
 	for _, p := range []Precision{FP32, FP16, BF16, INT8} {
 		q := quantizeFC(p, w, out, in)
-		for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 15} {
+		for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17} {
 			x := make([]float32, n*in)
 			for i := range x {
 				x[i] = max(0, float32(rng.NormFloat64())) // post-ReLU activations
