@@ -88,6 +88,7 @@ func BenchmarkVsOpenCVDNN(b *testing.B) {
 	for _, v := range model.Variants() {
 		for _, n := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/batch%d", v, n), func(b *testing.B) {
+				peertest.FreshHeap()
 				m, _ := model.NewRandom(v, 38, 3)
 				net := opencvNet(b, m)
 				defer net.Close()

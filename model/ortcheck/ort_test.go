@@ -139,6 +139,7 @@ func BenchmarkVsONNXRuntime(b *testing.B) {
 	for _, v := range model.Variants() {
 		for _, n := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/batch%d", v, n), func(b *testing.B) {
+				peertest.FreshHeap()
 				m := peertest.Model(b, v)
 				s := newSession(b, m, n)
 				defer s.close()
