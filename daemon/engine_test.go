@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,14 +27,20 @@ import (
 // model.ErrEngineFailed, as model/gpu's engine does after a sticky error.
 type failingEngine struct {
 	inner  model.Engine
+	model  *model.Model // what Model returns, when not inner's (a CUDA engine's host model)
 	after  int32
 	calls  atomic.Int32
 	closed atomic.Bool
 }
 
-func (f *failingEngine) Engine() string      { return "cuda/fake" }
-func (f *failingEngine) Model() *model.Model { return f.inner.Model() }
-func (f *failingEngine) Close() error        { f.closed.Store(true); return nil }
+func (f *failingEngine) Engine() string { return "cuda/fake" }
+func (f *failingEngine) Model() *model.Model {
+	if f.model != nil {
+		return f.model
+	}
+	return f.inner.Model()
+}
+func (f *failingEngine) Close() error { f.closed.Store(true); return nil }
 func (f *failingEngine) Probabilities(ctx context.Context, x []float32, n int, p []float32) error {
 	if f.calls.Add(1) > f.after {
 		return fmt.Errorf("CUDA forward: %w: CUDA context lost (IllegalAddress)", model.ErrEngineFailed)
@@ -60,11 +67,20 @@ func writeTestVideo(t *testing.T, path string, frames int) {
 
 // TestEngineFailureFallsBackToCPU: when the engine reports it has failed,
 // the daemon switches to the CPU engine, keeps publishing, and says so in
-// the log, the metrics, /readyz and the stats message.
+// the log, the metrics, /readyz and the stats message — whether the failed
+// engine's model kept its weights or (as leafwatchd's CUDA engine, which
+// holds them on the device) released them, when the fallback loads the
+// checkpoint again.
 func TestEngineFailureFallsBackToCPU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full AlexNet in -short mode")
 	}
+	for _, released := range []bool{false, true} {
+		t.Run(map[bool]string{false: "whole", true: "released"}[released], func(t *testing.T) { testEngineFallback(t, released) })
+	}
+}
+
+func testEngineFallback(t *testing.T, released bool) {
 	dir := t.TempDir()
 	m, err := model.NewRandom(model.TorchVision, 4, 1)
 	if err != nil {
@@ -91,14 +107,21 @@ func TestEngineFailureFallsBackToCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Replace the engine New chose with one that fails after 3 samples
-	// (the probe inference of a reload counts as one). Like a CUDA engine,
-	// it serves a model that keeps all its weights (the daemon's own CPU
-	// engine released some), which the fallback builds its CPU engine on.
+	// (the probe inference of a reload counts as one). It stands in for a
+	// CUDA engine: inference on its own copy of the weights, and a host
+	// model that is whole or released (the daemon's own CPU engine
+	// released part of its model, which the fallback cannot build on).
 	whole, err := model.Load(ckpt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fe := &failingEngine{inner: model.NewClassifier(whole, model.Options{}), after: 3}
+	if released {
+		if fe.model, err = model.Load(ckpt); err != nil {
+			t.Fatal(err)
+		}
+		fe.model.ReleaseAll()
+	}
 	d.clf.Store(newEngineBox(fe))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -190,4 +213,44 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestFallbackModel: the CPU fallback serves a whole model as it is, loads
+// a released one again from its checkpoint, and refuses (with a reason) a
+// checkpoint replaced since, or one it cannot read.
+func TestFallbackModel(t *testing.T) {
+	dir := t.TempDir()
+	ckpt := filepath.Join(dir, "model.safetensors")
+	save := func(seed uint64) {
+		t.Helper()
+		m, err := model.NewRandom(model.TorchVision, 3, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Save(ckpt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save(1)
+	served, err := model.Load(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{cfg: Config{Model: ckpt}}
+	if m, err := d.fallbackModel(served); err != nil || m != served {
+		t.Fatalf("whole model: %p, %v; want the served model itself", m, err)
+	}
+	served.ReleaseAll()
+	m, err := d.fallbackModel(served)
+	if err != nil || m == served || m.Whole("") != nil || m.Meta.Version != served.Meta.Version {
+		t.Fatalf("released model: %v; want the checkpoint loaded again", err)
+	}
+	save(2)
+	if _, err := d.fallbackModel(served); err == nil || !strings.Contains(err.Error(), "the reload will serve it") {
+		t.Errorf("replaced checkpoint: %v", err)
+	}
+	os.Remove(ckpt)
+	if _, err := d.fallbackModel(served); err == nil || !strings.Contains(err.Error(), "loading them again") {
+		t.Errorf("missing checkpoint: %v", err)
+	}
 }

@@ -210,11 +210,9 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 	if d.engine() != failed {
 		return true // another sample or a reload already replaced it
 	}
-	m := failed.Model()
-	if err := m.Whole("fall back to the CPU engine"); err != nil {
-		// Only a CPU engine releases weights, and it never fails this way;
-		// refuse rather than build an engine on missing weights.
-		d.log.Error("inference engine failed; no fallback", "failed", failed.Engine(), "err", cause, "fallback_err", err)
+	m, err := d.fallbackModel(failed.Model())
+	if err != nil {
+		d.log.Error("inference engine failed; no CPU fallback until the next model reload", "failed", failed.Engine(), "err", cause, "fallback_err", err)
 		return false
 	}
 	cpu := model.NewClassifier(m, d.cpuOptions())
@@ -227,6 +225,24 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 	d.log.Error("inference engine failed; falling back to the CPU", "failed", failed.Engine(), "err", cause, "now", cpu.Engine())
 	old.retire() // closed when the samples using it (the caller's included) end
 	return true
+}
+
+// fallbackModel is the model a CPU fallback serves: served itself when it
+// kept its weights, else (the CUDA engine released the host copy once it
+// was on the device) the checkpoint loaded again — if it is still the same
+// model: a file replaced meanwhile is for the reload its watcher starts.
+func (d *Daemon) fallbackModel(served *model.Model) (*model.Model, error) {
+	if served.Whole("") == nil {
+		return served, nil
+	}
+	m, err := model.Load(d.cfg.Model)
+	if err != nil {
+		return nil, fmt.Errorf("the engine held the weights on the device; loading them again: %w", err)
+	}
+	if m.Meta.Version != served.Meta.Version { // a hash of the file
+		return nil, fmt.Errorf("%s now holds model %q, not the %q that was serving; the reload will serve it", d.cfg.Model, m.Meta.Version, served.Meta.Version)
+	}
+	return m, nil
 }
 
 // cpuOptions are the CPU engine's settings from the config.

@@ -40,11 +40,12 @@ type Options struct {
 	// Precision of the large fully connected layers' weights (fp32,
 	// fp16, bf16, int8); default fp32. See Precision.
 	Precision Precision
-	// ReleaseWeights lets the classifier drop the model's fp32 weights it
-	// never reads: the FC layers it holds in reduced precision and the
-	// convolution filters it holds Winograd-transformed (fp16: RSS ~165
-	// MB instead of ~375; fp32: −10 MB). The model then serves only this
-	// classifier: saving, exporting, training, the CUDA engine and another
+	// ReleaseWeights lets the engine drop the model's fp32 weights it
+	// never reads: a classifier the FC layers it holds in reduced
+	// precision and the convolution filters it holds Winograd-transformed
+	// (fp16: RSS ~155 MB instead of ~375; fp32: −10 MB), the CUDA engine
+	// all of them once they are on the device. The model then serves only
+	// this engine: saving, exporting, training, the CUDA engine and another
 	// classifier refuse it (Model.Whole). For a program that loads a model
 	// to serve it, as leafwatchd does.
 	ReleaseWeights bool

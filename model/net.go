@@ -52,9 +52,9 @@ type Model struct {
 	shapes []Shape3
 }
 
-// Released names, sorted, the parameters whose fp32 values a Classifier
-// built with Options.ReleaseWeights dropped (their Data is nil, their
-// Shape kept); empty for a whole model.
+// Released names, sorted, the parameters whose fp32 values an engine built
+// with Options.ReleaseWeights dropped (their Data is nil, their Shape
+// kept); empty for a whole model.
 func (m *Model) Released() []string {
 	var names []string
 	for name, t := range m.Params {
@@ -66,12 +66,22 @@ func (m *Model) Released() []string {
 	return names
 }
 
+// ReleaseAll drops every parameter's fp32 values (shapes kept), for an
+// engine that holds its own copy: the CUDA engine's is on the device, and
+// on a Jetson, whose GPU shares the board's memory, the host copy would
+// count twice.
+func (m *Model) ReleaseAll() {
+	for _, t := range m.Params {
+		t.Data = nil
+	}
+}
+
 // Whole returns an error naming op when some of the model's weights were
 // released to a classifier: saving, exporting, training and the CUDA
 // engine need every fp32 value.
 func (m *Model) Whole(op string) error {
 	if r := m.Released(); len(r) > 0 {
-		return fmt.Errorf("%s: the fp32 weights of %s were released to a CPU classifier (Options.ReleaseWeights); load the model again", op, strings.Join(r, ", "))
+		return fmt.Errorf("%s: the fp32 weights of %s were released to an engine (Options.ReleaseWeights); load the model again", op, strings.Join(r, ", "))
 	}
 	return nil
 }

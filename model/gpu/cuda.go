@@ -34,6 +34,9 @@ func newCUDA(m *model.Model, opt model.Options, log *slog.Logger) (model.Engine,
 		d.release()
 		return nil, err
 	}
+	if opt.ReleaseWeights {
+		m.ReleaseAll() // uploaded; inference reads only the device copy
+	}
 	return &Engine{net: nt}, nil
 }
 

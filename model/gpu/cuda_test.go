@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -155,6 +156,39 @@ func TestCUDAMatchesCPU(t *testing.T) {
 		if err := ge.Close(); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestCUDAReleasesHostWeights: with Options.ReleaseWeights (leafwatchd's
+// setting) the engine drops the host copy of every weight once it is on
+// the device, still classifies as the CPU engine does, and a second CUDA
+// engine on that model is refused with the reason.
+func TestCUDAReleasesHostWeights(t *testing.T) {
+	needGPU(t)
+	m := testModel(t, model.TorchVision, 38, 4)
+	n := 3
+	x := randInput(n, m.InputLen(), 7)
+	want := make([]float32, n*38)
+	if err := model.NewClassifier(testModel(t, model.TorchVision, 38, 4), model.Options{MaxBatch: 8}).Probabilities(context.Background(), x, n, want); err != nil {
+		t.Fatal(err)
+	}
+	ge, err := Select(m, CUDA, model.Options{MaxBatch: 8, ReleaseWeights: true}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ge.Close()
+	if r := m.Released(); len(r) != len(m.Params) {
+		t.Errorf("released %d of %d parameters", len(r), len(m.Params))
+	}
+	got := make([]float32, n*38)
+	if err := ge.Probabilities(context.Background(), x, n, got); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(got, want); d > 1e-4 || math.IsNaN(d) {
+		t.Errorf("probabilities differ from the CPU engine's by %g", d)
+	}
+	if _, err := Select(m, CUDA, model.Options{MaxBatch: 8}, quiet); err == nil || !strings.Contains(err.Error(), "released") {
+		t.Errorf("a second CUDA engine on the released model: %v", err)
 	}
 }
 
