@@ -256,7 +256,8 @@ func (d *Daemon) cpuOptions() model.Options {
 		mb = 2 * model.DefaultMaxBatch
 	}
 	// The daemon's model serves only its engine (a reload loads the file
-	// again), so the CPU engine may drop the fp32 weights it holds in
-	// another form: fp16 holds ~165 MB instead of ~375.
+	// again), so the engine may drop the fp32 weights it holds in another
+	// form or on the device: the CPU engine in fp16 holds ~155 MB instead
+	// of ~375.
 	return model.Options{MaxBatch: mb, Precision: p, ReleaseWeights: true}
 }

@@ -70,7 +70,7 @@ const minQuantized = 1 << 20
 
 // NewClassifier prepares inference on m. An unknown precision is treated
 // as fp32; callers validate it with ParsePrecision first. It panics on a
-// model whose weights another classifier released: a programming error.
+// model whose weights another engine released: a programming error.
 func NewClassifier(m *Model, opt Options) *Classifier {
 	if err := m.Whole("new classifier"); err != nil {
 		panic(err)

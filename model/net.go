@@ -77,8 +77,8 @@ func (m *Model) ReleaseAll() {
 }
 
 // Whole returns an error naming op when some of the model's weights were
-// released to a classifier: saving, exporting, training and the CUDA
-// engine need every fp32 value.
+// released to an engine: saving, exporting, training, the CUDA engine and
+// a new classifier need every fp32 value.
 func (m *Model) Whole(op string) error {
 	if r := m.Released(); len(r) > 0 {
 		return fmt.Errorf("%s: the fp32 weights of %s were released to an engine (Options.ReleaseWeights); load the model again", op, strings.Join(r, ", "))
