@@ -35,7 +35,7 @@ func benchForward(b *testing.B, v Variant, batch int, prec Precision) {
 	// The previous sub-benchmarks' models are garbage now: hand their
 	// memory back, so the RSS reported below is this classifier's (the
 	// process's high-water mark, reported before, climbed row by row).
-	runtime.GC()
+	// FreeOSMemory collects first.
 	debug.FreeOSMemory()
 	m, err := NewRandom(v, 38, 1)
 	if err != nil {
