@@ -290,14 +290,27 @@ func (c *Config) validate(root *yaml.Node) []string {
 	if c.TopK < 1 || c.TopK > 100 {
 		add(fmt.Sprintf("%d: use 1..100 (more than the model's classes lists them all)", c.TopK), "top_k")
 	}
-	if err := c.MQTT.Validate(); err != nil {
-		for _, e := range strings.Split(err.Error(), "\n") {
-			add(e, "mqtt")
+	embeddedErr := error(nil)
+	if c.Broker == "embedded" {
+		if embeddedErr = c.Embedded.Validate(); embeddedErr != nil {
+			add(embeddedErr.Error(), "embedded_broker")
 		}
 	}
-	if c.Broker == "embedded" {
-		if err := c.Embedded.Validate(); err != nil {
-			add(err.Error(), "embedded_broker")
+	if err := c.MQTT.Validate(); err != nil {
+		each := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			each = j.Unwrap()
+		}
+		for _, e := range each {
+			var be *mqtt.BrokerError
+			switch {
+			case !errors.As(e, &be):
+				add(e.Error(), "mqtt")
+			case c.Broker != "embedded":
+				add(e.Error(), "broker")
+			case embeddedErr == nil: // else already said of the address
+				add(e.Error(), "embedded_broker")
+			}
 		}
 	}
 	if c.OutboxMB < 1 {

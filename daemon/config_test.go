@@ -83,6 +83,24 @@ func TestConfigRefusesUnsafeOrWrongSettings(t *testing.T) {
 	}
 }
 
+// TestBrokerErrorsPointAtTheBrokerLine: a bad broker URL is reported at
+// the line of broker (or embedded_broker), not of mqtt, and credentials in
+// it are refused without being quoted.
+func TestBrokerErrorsPointAtTheBrokerLine(t *testing.T) {
+	cams := "cameras:\n  - name: a\n    source: /tmp\n"
+	for _, tc := range []struct{ yaml, want string }{
+		{"mqtt: {prefix: lw}\nbroker: tcp://leaf:s3cret@mq.lan:1883\n", "line 2: broker: "},
+		{"broker: tcp://mq.lan\nmqtt: {prefix: lw}\n", "line 1: broker: "},
+		{"mqtt: {prefix: lw}\nembedded_broker: {address: 127.0.0.1}\n", "line 2: embedded_broker: "},
+	} {
+		_, err := ParseConfig("x", []byte(tc.yaml+cams))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") ||
+			strings.Count(err.Error(), "\n  line") != 1 {
+			t.Errorf("%q: %v, want one problem at %q, no password", tc.yaml, err, tc.want)
+		}
+	}
+}
+
 // TestSourceOptionErrorsHaveLines: source options that used to crash or
 // wedge the daemon are refused by check-config, with their line.
 func TestSourceOptionErrorsHaveLines(t *testing.T) {

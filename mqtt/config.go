@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/leafwatch/leafwatch/internal/redact"
 )
 
 // Config describes the broker connection and what is published.
@@ -83,17 +85,34 @@ var topicWord = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // Assistant object id: letters, digits, '_' and '-'.
 func ValidName(s string) bool { return topicWord.MatchString(s) }
 
+// BrokerError is a problem with the broker URL, apart from the other
+// settings so that a config file's checker can point at the line that
+// names the broker.
+type BrokerError struct{ Err error }
+
+func (e *BrokerError) Error() string { return e.Err.Error() }
+func (e *BrokerError) Unwrap() error { return e.Err }
+
 // Validate checks the configuration and reports every problem at once.
+// The broker URL is quoted with any password hidden, and credentials in it
+// are refused: paho would use them over Username and the password file,
+// and the URL is logged at every connection.
 func (c Config) Validate() error {
 	var errs []error
+	shown := redact.Passwords(c.Broker)
+	brokerErr := func(format string, a ...any) {
+		errs = append(errs, &BrokerError{fmt.Errorf("broker %q: "+format, append([]any{shown}, a...)...)})
+	}
 	u, err := url.Parse(c.Broker)
 	switch {
 	case err != nil:
-		errs = append(errs, fmt.Errorf("broker %q: %v", c.Broker, err))
+		brokerErr("%s", redact.Passwords(err.Error()))
 	case u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "tls" && u.Scheme != "mqtts" && u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "mqtt":
-		errs = append(errs, fmt.Errorf("broker %q: scheme must be tcp, ssl, ws or wss", c.Broker))
+		brokerErr("scheme must be tcp, ssl, ws or wss")
+	case u.User != nil:
+		brokerErr("put the user in mqtt.username and the password in mqtt.password_file (or $LEAFWATCH_MQTT_PASSWORD), not in the URL, which is logged")
 	case u.Port() == "":
-		errs = append(errs, fmt.Errorf("broker %q: needs a port (1883 for tcp, 8883 for ssl)", c.Broker))
+		brokerErr("needs a port (1883 for tcp, 8883 for ssl)")
 	}
 	if c.ClientID == "" {
 		errs = append(errs, errors.New("client_id is empty: use a stable id per device"))
@@ -110,8 +129,8 @@ func (c Config) Validate() error {
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("cert_file and key_file go together"))
 	}
-	if u, err := url.Parse(c.Broker); err == nil && !secureScheme(u.Scheme) && (c.CAFile != "" || c.CertFile != "" || c.Insecure) {
-		errs = append(errs, fmt.Errorf("broker %q is plaintext (%s://) but TLS settings (ca_file, cert_file, insecure) are given: use ssl:// or wss://", c.Broker, u.Scheme))
+	if err == nil && !secureScheme(u.Scheme) && (c.CAFile != "" || c.CertFile != "" || c.Insecure) {
+		errs = append(errs, fmt.Errorf("broker %q is plaintext (%s://) but TLS settings (ca_file, cert_file, insecure) are given: use ssl:// or wss://", shown, u.Scheme))
 	}
 	if c.MaxReconnectInterval < 0 || c.MaxReconnectInterval > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("max_reconnect_interval %v: use 0 (default 5s) up to 10m", c.MaxReconnectInterval))

@@ -202,24 +202,3 @@ func TestParseCommand(t *testing.T) {
 		}
 	}
 }
-
-func TestConfigValidate(t *testing.T) {
-	good := DefaultConfig("gh1")
-	if err := good.Validate(); err != nil {
-		t.Fatalf("default config invalid: %v", err)
-	}
-	for name, mut := range map[string]func(*Config){
-		"scheme":   func(c *Config) { c.Broker = "http://x:1" },
-		"port":     func(c *Config) { c.Broker = "tcp://host" },
-		"device":   func(c *Config) { c.Device = "a/b" },
-		"prefix":   func(c *Config) { c.Prefix = "a/#" },
-		"clientid": func(c *Config) { c.ClientID = "" },
-		"certkey":  func(c *Config) { c.CertFile = "x.pem" },
-	} {
-		c := DefaultConfig("gh1")
-		mut(&c)
-		if err := c.Validate(); err == nil {
-			t.Errorf("%s: invalid config accepted", name)
-		}
-	}
-}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gocv.io/x/gocv"
+
+	"github.com/leafwatch/leafwatch/internal/redact"
 )
 
 func init() {
@@ -94,7 +96,7 @@ func checkPipeline(ctx context.Context, p string) error {
 			case "rtspsrc", "v4l2src", "souphttpsrc":
 				hint = " (install gstreamer1.0-plugins-good)"
 			}
-			return errPermanent{fmt.Errorf("GStreamer element %q does not exist%s; pipeline: %s", el, hint, Redact(p))}
+			return errPermanent{fmt.Errorf("GStreamer element %q does not exist%s; pipeline: %s", el, hint, redact.Passwords(p))}
 		}
 	}
 	return nil

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gocv.io/x/gocv"
+
+	"github.com/leafwatch/leafwatch/internal/redact"
 )
 
 // State is a source's connection state.
@@ -132,7 +134,7 @@ func (c *Camera) setState(s State, err error) {
 	defer c.mu.Unlock()
 	c.status.State = s
 	if err != nil {
-		c.status.LastError = Redact(err.Error())
+		c.status.LastError = redact.Passwords(err.Error())
 	}
 }
 
@@ -221,7 +223,7 @@ func (c *Camera) Run(ctx context.Context) {
 				state = StateFailed
 			}
 			c.countFailure()
-			c.log.Warn("camera open failed", "err", Redact(err.Error()), "retry_in", backoff)
+			c.log.Warn("camera open failed", "err", redact.Passwords(err.Error()), "retry_in", backoff)
 		} else {
 			c.log.Info("camera opened; waiting for the first frame")
 			before := c.Status().Frames
@@ -241,7 +243,7 @@ func (c *Camera) Run(ctx context.Context) {
 			} else {
 				c.countFailure()
 			}
-			c.log.Warn("camera lost; reconnecting", "err", Redact(err.Error()), "retry_in", backoff)
+			c.log.Warn("camera lost; reconnecting", "err", redact.Passwords(err.Error()), "retry_in", backoff)
 		}
 		c.setState(state, err)
 		if !sleepCtx(ctx, jitter(backoff)) {

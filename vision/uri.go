@@ -6,10 +6,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/leafwatch/leafwatch/internal/redact"
 )
 
 // Kind is the type of a frame source.
@@ -65,7 +66,7 @@ type SourceSpec struct {
 // Common options: width, height, fps, flip (horizontal|vertical|both),
 // rotate (90|180|270), loop, open_timeout, read_timeout (Go durations).
 func ParseSource(raw string) (SourceSpec, error) {
-	s := SourceSpec{URI: raw, Display: Redact(raw), OpenTimeout: 10 * time.Second, ReadTimeout: 5 * time.Second, Flip: "none"}
+	s := SourceSpec{URI: raw, Display: redact.Passwords(raw), OpenTimeout: 10 * time.Second, ReadTimeout: 5 * time.Second, Flip: "none"}
 	if raw == "" {
 		return s, fmt.Errorf("source is empty")
 	}
@@ -240,17 +241,9 @@ func boundedDuration(v string, lo, hi time.Duration) (time.Duration, error) {
 	return d, err
 }
 
-// credentials matches the password of any URL inside a string (a source
-// URI, or a URL inside a GStreamer pipeline such as rtspsrc location=…).
-var credentials = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@`)
-
-// Redact replaces the passwords of URLs in s: rtsp://user:pw@cam becomes
-// rtsp://user:xxxxx@cam.
-func Redact(s string) string { return credentials.ReplaceAllString(s, "${1}:xxxxx@") }
-
 // redactErr keeps url.Parse's errors (which quote the URL) free of
 // passwords.
-func redactErr(err error) error { return errors.New(Redact(err.Error())) }
+func redactErr(err error) error { return errors.New(redact.Passwords(err.Error())) }
 
 func positiveInt(v string) (int, error) {
 	n, err := strconv.Atoi(v)
