@@ -35,6 +35,10 @@ func sgemv(m, n int, alpha float32, a []float32, x []float32, beta float32, y []
 // blasSingleThread: gonum has no threads of its own to configure.
 func blasSingleThread() {}
 
+// blasSmallGEMM: gonum has no separate small-matrix kernels (a variable,
+// as in the OpenBLAS build, so tests can force the split).
+var blasSmallGEMM = func() int { return 0 }
+
 // BLASInfo describes the GEMM in use.
 func BLASInfo() string { return blasName }
 

@@ -6,7 +6,10 @@ package model
 // #include <cblas.h>
 import "C"
 
-import "unsafe"
+import (
+	"sync"
+	"unsafe"
+)
 
 // blasName says which GEMM backs the engine, for logs and benchmarks.
 const blasName = "openblas"
@@ -41,6 +44,23 @@ func sgemv(m, n int, alpha float32, a []float32, x []float32, beta float32, y []
 // blasSingleThread keeps OpenBLAS in the calling thread; the engine splits
 // the work itself (parallel.go).
 func blasSingleThread() { C.openblas_set_num_threads(1) }
+
+// blasSmallGEMM is the largest m·n·k that OpenBLAS multiplies with its
+// small-matrix kernels, which read A and B in place instead of packing
+// them: OpenBLAS has them for its AVX-512 cores (SkylakeX and the cores
+// built on it) up to 100³ (bookworm's 0.3.21, measured: a product of 0.9
+// million ran on them, one of 1.2 million did not). A Winograd product at batch 1 (128 × 49 ×
+// 192 and up) just misses it; split into row blocks under it, one thread
+// on this Zen 4 (Cooperlake kernels) ran 87 → 106 GFLOP/s warm and 56 →
+// 67 with the filters cold. 0 where the kernels are absent or unmeasured:
+// there, splitting only adds calls. A variable so tests can force either.
+var blasSmallGEMM = sync.OnceValue(func() int {
+	switch C.GoString(C.openblas_get_corename()) {
+	case "SkylakeX", "Cooperlake", "SapphireRapids":
+		return 100 * 100 * 100
+	}
+	return 0
+})
 
 // BLASInfo describes the GEMM in use: the library and, for OpenBLAS, the
 // CPU kernel it selected at load time.

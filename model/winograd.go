@@ -273,9 +273,30 @@ func (a *winoArgs) runIn() {
 }
 
 func (a *winoArgs) runGemms() {
+	step := gemmRowStep(a.rows, a.T, a.cinG, blasSmallGEMM())
 	for xi := a.c0; xi < a.c1; xi++ {
-		sgemm(false, false, a.rows, a.T, a.cinG, 1, a.u[xi*a.coutG*a.cinG:], a.cinG, a.v[xi*a.vs:], a.T, 0, a.m[xi*a.ms:], a.T)
+		u, v, m := a.u[xi*a.coutG*a.cinG:], a.v[xi*a.vs:], a.m[xi*a.ms:]
+		for r := 0; r < a.rows; r += step {
+			sgemm(false, false, min(step, a.rows-r), a.T, a.cinG, 1, u[r*a.cinG:], a.cinG, v, a.T, 0, m[r*a.T:], a.T)
+		}
 	}
+}
+
+// gemmRowStep is how many rows of an m×n×k product go to one GEMM call:
+// all of them, or the fewest even blocks (multiples of 8 rows) whose
+// products fit the BLAS's small-matrix kernels (small: their largest
+// m·n·k, 0 for none); larger blocks ran faster there than smaller ones.
+// Blocks under 8 rows would hand the kernels slivers: no split then.
+func gemmRowStep(m, n, k, small int) int {
+	if small == 0 || m*n*k <= small {
+		return m
+	}
+	most := small / (n * k) / 8 * 8
+	if most < 8 {
+		return m
+	}
+	blocks := (m + most - 1) / most
+	return roundUp((m+blocks-1)/blocks, 8)
 }
 
 func (a *winoArgs) runOut() {

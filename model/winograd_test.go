@@ -7,13 +7,49 @@ import (
 	"testing"
 )
 
+// TestGemmRowStep: products over the small-matrix limit split into the
+// fewest even blocks of a multiple of 8 rows, each within the limit; none
+// split without the kernels, under the limit, or into slivers.
+func TestGemmRowStep(t *testing.T) {
+	const small = 100 * 100 * 100
+	for _, c := range []struct{ m, n, k, small, want int }{
+		{128, 49, 192, 0, 128},          // no small kernels
+		{128, 81, 64, small, 128},       // conv2 batch 1: already within
+		{128, 49, 192, small, 64},       // conv3 batch 1: two blocks
+		{128, 49, 384, small, 48},       // conv4: 48 + 48 + 32
+		{128, 245, 384, small, 8},       // batch 8: blocks of 8
+		{128, 245 * 2, 384, small, 128}, // would be slivers of 5 rows
+		{20, 49, 2000, small, 8},        // 8 + 8 + 4
+	} {
+		got := gemmRowStep(c.m, c.n, c.k, c.small)
+		if got != c.want {
+			t.Errorf("gemmRowStep(%d, %d, %d, %d) = %d, want %d", c.m, c.n, c.k, c.small, got, c.want)
+		}
+		if got != c.m && (got%8 != 0 || got*c.n*c.k > c.small) {
+			t.Errorf("gemmRowStep(%d, %d, %d): blocks of %d rows are not multiples of 8 within %d", c.m, c.n, c.k, got, c.small)
+		}
+	}
+}
+
 // TestWinogradMatchesDirect: every 3×3 and 5×5 convolution of both variants
 // (bvlc's grouped ones included) through Winograd F(2×2, 3×3) and
 // F(3×3, 5×5) against the direct
 // reference, for batch sizes across the images that share a pass, with and
 // without the fused ReLU; and the C transforms against their Go references
 // bit for bit.
+//
+// The products run both whole and split into row blocks for the BLAS's
+// small-matrix kernels (gemmRowStep), whichever this BLAS picks by itself.
 func TestWinogradMatchesDirect(t *testing.T) {
+	defer func(orig func() int) { blasSmallGEMM = orig }(blasSmallGEMM)
+	for _, small := range []int{0, 100 * 100 * 100} {
+		blasSmallGEMM = func() int { return small }
+		winogradMatchesDirect(t, small)
+	}
+	winogradTransformsMatchReferences(t)
+}
+
+func winogradMatchesDirect(t *testing.T, small int) {
 	for _, v := range Variants() {
 		m, _ := NewRandom(v, 38, 3)
 		rng := rand.New(rand.NewPCG(15, 16))
@@ -53,10 +89,10 @@ func TestWinogradMatchesDirect(t *testing.T) {
 					}
 				}
 				if limit := map[int]float64{3: 2e-5, 5: 6e-5}[l.Kernel]; worst > limit {
-					t.Errorf("%s %s batch %d: Winograd differs from the direct convolution by %.3g (relative)", v, l.Name, n, worst)
+					t.Errorf("%s %s batch %d (GEMMs split under %d): Winograd differs from the direct convolution by %.3g (relative)", v, l.Name, n, small, worst)
 				}
 				if n == 8 {
-					t.Logf("%s %s batch 8: largest difference %.3g", v, l.Name, worst)
+					t.Logf("%s %s batch 8 (GEMMs split under %d): largest difference %.3g", v, l.Name, small, worst)
 				}
 			}
 		}
@@ -64,7 +100,9 @@ func TestWinogradMatchesDirect(t *testing.T) {
 			t.Errorf("%s: %d layers run as Winograd, want conv2–5", v, found)
 		}
 	}
+}
 
+func winogradTransformsMatchReferences(t *testing.T) {
 	type inFn func(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int)
 	type outFn func(m []float32, step, T, nb, oh, ow int, bias []float32, relu bool, y []float32, ys, co0, co1 int)
 	kernels := []struct {
