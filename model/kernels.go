@@ -191,11 +191,16 @@ func lrnWindow(c, size, channels int) (int, int) {
 // lrnForward normalises across channels; scale (may be nil) keeps
 // Bias + Alpha/Size·Σx² for the backward pass.
 func lrnForward(l *Layer, in Shape3, x, y, scale []float32) {
+	lrnPixels(l, in, x, y, scale, 0, in.H*in.W)
+}
+
+// lrnPixels is lrnForward for pixels [p0, p1) of every channel.
+func lrnPixels(l *Layer, in Shape3, x, y, scale []float32, p0, p1 int) {
 	hw := in.H * in.W
 	a := l.Alpha / float32(l.Size)
 	for c := 0; c < in.C; c++ {
 		lo, hi := lrnWindow(c, l.Size, in.C)
-		for i := 0; i < hw; i++ {
+		for i := p0; i < p1; i++ {
 			var s float32
 			for cc := lo; cc <= hi; cc++ {
 				v := x[cc*hw+i]

@@ -162,15 +162,17 @@ static void lrn_scale(const float *s, const float *x, float *y, int n, float a, 
 	}
 }
 
-// LRN across channels of one C×hw image, as lrnForward: y = x·(bias +
+// LRN across channels of pixels [p0, p1) of one C×hw image (a core's share:
+// the split is by pixels), as lrnForward: y = x·(bias +
 // alpha/size·Σ x²)^-beta over channels [c-(size-1)/2, c+size/2], summed in
 // the same order. The sums run over a block of pixels at a time so every
 // loop is a vector loop.
 #define LRN_BLOCK 512
-LW_CLONES void lw_lrn(const float *x, float *y, int C, int hw, int size, float alpha, float beta, float bias) {
+LW_CLONES void lw_lrn(const float *x, float *y, int C, int hw, int p0, int p1, int size, float alpha, float beta,
+                      float bias) {
 	float a = alpha / (float)size, s[LRN_BLOCK];
-	for (int i0 = 0; i0 < hw; i0 += LRN_BLOCK) {
-		int nb = hw - i0 < LRN_BLOCK ? hw - i0 : LRN_BLOCK;
+	for (int i0 = p0; i0 < p1; i0 += LRN_BLOCK) {
+		int nb = p1 - i0 < LRN_BLOCK ? p1 - i0 : LRN_BLOCK;
 		for (int c = 0; c < C; c++) {
 			int lo = c - (size - 1) / 2, hi = c + size / 2;
 			if (lo < 0) lo = 0;

@@ -15,7 +15,7 @@ package model
 // void lw_wino5_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step, int T);
 // void lw_wino5_out(const float *M, size_t step, int T, int nb, int oh, int ow, const float *bias, int relu, float *y,
 //                   size_t ys, int co0, int co1);
-// void lw_lrn(const float *x, float *y, int C, int hw, int size, float alpha, float beta, float bias);
+// void lw_lrn(const float *x, float *y, int C, int hw, int p0, int p1, int size, float alpha, float beta, float bias);
 import "C"
 
 // biasAct writes rows of p values from x (ldx apart) plus their channel's
@@ -36,10 +36,14 @@ func maxPoolInfer(l *Layer, in, out Shape3, x, y []float32, c0, c1 int) {
 		C.int(l.Kernel), C.int(l.Stride), C.int(l.Pad), C.int(c0), C.int(c1))
 }
 
-// lrnInfer normalises one image across channels (no saved scale).
-func lrnInfer(l *Layer, in Shape3, x, y []float32) {
+// lrnInfer normalises pixels [p0, p1) of one image across channels (no
+// saved scale).
+func lrnInfer(l *Layer, in Shape3, x, y []float32, p0, p1 int) {
 	_, _ = x[in.Len()-1], y[in.Len()-1]
-	C.lw_lrn((*C.float)(&x[0]), (*C.float)(&y[0]), C.int(in.C), C.int(in.H*in.W), C.int(l.Size),
+	if p0 < 0 || p0 > p1 || p1 > in.H*in.W {
+		panic("lrnInfer: pixel range out of the image")
+	}
+	C.lw_lrn((*C.float)(&x[0]), (*C.float)(&y[0]), C.int(in.C), C.int(in.H*in.W), C.int(p0), C.int(p1), C.int(l.Size),
 		C.float(l.Alpha), C.float(l.Beta), C.float(l.Bias))
 }
 

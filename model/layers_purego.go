@@ -13,8 +13,9 @@ func maxPoolInfer(l *Layer, in, out Shape3, x, y []float32, c0, c1 int) {
 	maxPoolChannels(l, in, out, x, y, nil, c0, c1)
 }
 
-// lrnInfer normalises one image across channels (no saved scale).
-func lrnInfer(l *Layer, in Shape3, x, y []float32) { lrnForward(l, in, x, y, nil) }
+// lrnInfer normalises pixels [p0, p1) of one image across channels (no
+// saved scale).
+func lrnInfer(l *Layer, in Shape3, x, y []float32, p0, p1 int) { lrnPixels(l, in, x, y, nil, p0, p1) }
 
 // im2colFast is im2colRows (the kernel rows [g0, g1) of channels from c0 on).
 func im2colFast(x []float32, h, w, c0, k, stride, pad, oh, ow int, col []float32, ld int, g0, g1 int) {

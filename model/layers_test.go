@@ -86,20 +86,31 @@ func TestLayerKernelsMatchReferences(t *testing.T) {
 			for i := range x {
 				x[i] *= 20 // far enough from 1 that the normalisation matters
 			}
-			got, want := make([]float32, tc.in.Len()), make([]float32, tc.in.Len())
-			lrnInfer(&tc.l, tc.in, x, got)
+			hw := tc.in.H * tc.in.W
+			want := make([]float32, tc.in.Len())
 			lrnForward(&tc.l, tc.in, x, want, nil)
-			worst := 0.0
-			for i := range want {
-				worst = math.Max(worst, math.Abs(float64(got[i]-want[i]))/(1e-6+math.Abs(float64(want[i]))))
-			}
-			// Same sums in the same order; the C compiler may fuse a
-			// multiply-add (one rounding less) and powf differs from Pow.
-			if worst > 1e-5 {
-				t.Fatalf("%v size %d: relative difference %g", tc.in, tc.l.Size, worst)
-			}
-			if x[0] != 0 && got[0] == x[0] {
-				t.Fatal("LRN did nothing")
+			// Whole, in two uneven pixel ranges (as a split cuts them),
+			// and through lrnPar for two images (the second a copy).
+			whole, halves := make([]float32, tc.in.Len()), make([]float32, tc.in.Len())
+			lrnInfer(&tc.l, tc.in, x, whole, 0, hw)
+			cut := hw/2 + 1
+			lrnInfer(&tc.l, tc.in, x, halves, 0, cut)
+			lrnInfer(&tc.l, tc.in, x, halves, cut, hw)
+			two, twoOut := append(append([]float32(nil), x...), x...), make([]float32, 2*tc.in.Len())
+			lrnPar(&tc.l, tc.in, 2, two, twoOut)
+			for name, got := range map[string][]float32{"whole": whole, "halves": halves, "lrnPar 1st": twoOut[:len(x)], "lrnPar 2nd": twoOut[len(x):]} {
+				worst := 0.0
+				for i := range want {
+					worst = math.Max(worst, math.Abs(float64(got[i]-want[i]))/(1e-6+math.Abs(float64(want[i]))))
+				}
+				// Same sums in the same order; the C compiler may fuse a
+				// multiply-add (one rounding less) and powf differs from Pow.
+				if worst > 1e-5 {
+					t.Fatalf("%v size %d, %s: relative difference %g", tc.in, tc.l.Size, name, worst)
+				}
+				if x[0] != 0 && got[0] == x[0] || x[len(x)-1] != 0 && got[len(x)-1] == x[len(x)-1] {
+					t.Fatalf("%v %s: LRN did nothing", tc.in, name)
+				}
 			}
 		}
 	})

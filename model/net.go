@@ -292,11 +292,11 @@ func (r *runner) forwardRange(x []float32, n, from, to int) []float32 {
 		case ReLU:
 			reluForward(dst[:n*ol])
 		case LRN:
+			if !r.train {
+				lrnPar(l, in, n, src, dst)
+				continue
+			}
 			for j := 0; j < n; j++ {
-				if !r.train {
-					lrnInfer(l, in, src[j*il:(j+1)*il], dst[j*ol:(j+1)*ol])
-					continue
-				}
 				lrnForward(l, in, src[j*il:(j+1)*il], dst[j*ol:(j+1)*ol], r.scale[i][j*il:(j+1)*il])
 			}
 		case MaxPool:
