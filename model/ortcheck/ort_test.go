@@ -79,6 +79,18 @@ func newSession(t testing.TB, m *model.Model, n int) *session {
 	defer opts.Destroy()
 	opts.SetIntraOpNumThreads(runtime.NumCPU())
 	opts.SetInterOpNumThreads(1)
+	// onnxruntime's pool threads spin inside each Run (kept: its speed),
+	// and by default go on spinning after it returns: the process used
+	// 20–30 ms of CPU in the idle 20–300 ms after a Run (none with this
+	// option). On two cores that took a core from whatever the benchmark
+	// ran next, past the 20 ms settle below — our fp16 block, which
+	// follows onnxruntime's, measured 10.8–12.0 ms/image at torchvision
+	// batch 1 against 8.5–10.3 with no onnxruntime block in the round.
+	// Stopped at the end of each Run they leave the next block alone, as
+	// a daemon classifying every few seconds would find them anyway.
+	if err := opts.AddSessionConfigEntry("session.force_spinning_stop", "1"); err != nil {
+		t.Fatal(err)
+	}
 	sess, err := ort.NewAdvancedSessionWithONNXData(onnx, []string{"input"}, []string{"probabilities"},
 		[]ort.Value{in}, []ort.Value{out}, opts)
 	if err != nil {
@@ -151,9 +163,9 @@ func BenchmarkVsONNXRuntime(b *testing.B) {
 				probs := make([]float32, n*38)
 				ctx := context.Background()
 				timeBlock := func(k int, run func()) time.Duration {
-					// Each library's idle threads spin for a while after a
-					// call (onnxruntime's for milliseconds) and would slow
-					// whatever runs next: let them settle, then warm.
+					// Each library's idle threads may spin for a while after
+					// a call and would slow whatever runs next (see
+					// newSession): let them settle, then warm.
 					time.Sleep(20 * time.Millisecond)
 					run()
 					t0 := time.Now()
