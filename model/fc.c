@@ -273,9 +273,15 @@ FC_TYPES(W4)
 // NEON's own widenings: GCC assembled the generic 4-lane ones lane by lane.
 #include <arm_neon.h>
 static inline W4_v W4_load_bf16(const uint16_t *p) { return (W4_v)vshll_n_u16(vld1_u16(p), 16); }
+// Halves convert in one FCVTL (base AArch64, exact for every half) where
+// the generic form took a widening, a shift, a mask and a multiply: 17
+// instructions per step of four rows instead of 29. Written as asm because
+// GCC 12, given the vcvt_f32_f16 intrinsic, stored every accumulator to the
+// stack on every step.
 static inline W4_v W4_load_f16(const uint16_t *p) {
-	int32x4_t h = vmovl_s16(vld1_s16((const int16_t *)p));
-	return (W4_v)vandq_s32(vshlq_n_s32(h, 13), vdupq_n_s32((int32_t)0x8fffe000)) * 0x1p112f;
+	float32x4_t f;
+	__asm__("fcvtl %0.4s, %1.4h" : "=w"(f) : "w"(vld1_u16(p)));
+	return (W4_v)f;
 }
 static inline W4_v W4_load_i8(const int8_t *p) {
 	int32_t four;

@@ -120,6 +120,66 @@ func TestQuantizedFCMatchesReference(t *testing.T) {
 	}
 }
 
+// TestFCWidensEveryHalf: every vector family this CPU runs converts every
+// finite fp16 and bf16 weight exactly as the Go decoders do, subnormals
+// and signs included. Each row holds 16 consecutive bit patterns (one
+// magnitude), so one mis-widened value stands out against its row's sum.
+func TestFCWidensEveryHalf(t *testing.T) {
+	for _, tc := range []struct {
+		p          Precision
+		inf        uint16 // the first pattern of +Inf/NaN, excluded with its negative twin
+		x          float32
+		decodeName string
+	}{
+		// bf16 rows of the largest values stay finite with x = 1/16.
+		{FP16, 0x7c00, 1, "fromFP16"},
+		{BF16, 0x7f80, 1.0 / 16, "fromBF16"},
+	} {
+		const in = 16
+		var h []uint16
+		for _, sign := range []uint16{0, 0x8000} {
+			for v := uint16(0); v < tc.inf; v++ {
+				h = append(h, sign|v)
+			}
+		}
+		out := len(h) / in
+		q := &qfc{prec: tc.p, out: out, in: in, h: h[:out*in], scale: make([]float32, out)}
+		bias := make([]float32, out)
+		x := make([]float32, in)
+		for i := range x {
+			x[i] = tc.x
+		}
+		for o := range q.scale {
+			q.scale[o] = 1
+		}
+		decode := map[Precision]func(uint16) float32{FP16: fromFP16, BF16: fromBF16}[tc.p]
+		ref, got := make([]float32, out), make([]float32, out)
+		fcForwardQRef(q, 1, x, bias, ref, 0, out)
+		for _, lanes := range []int{0, 16, 8, 4} {
+			clear(got)
+			if !fcLanes(lanes, q, 1, x, bias, got, 0, out) {
+				continue
+			}
+			bad := 0
+			for o := range got {
+				var mag float64
+				for _, v := range q.h[o*in : (o+1)*in] {
+					mag += math.Abs(float64(decode(v) * tc.x))
+				}
+				if d := math.Abs(float64(got[o] - ref[o])); d > 1e-5*mag || math.IsNaN(float64(got[o])) {
+					if bad++; bad <= 3 {
+						t.Errorf("%s, %d lanes: patterns %#04x–%#04x sum to %g, %s gives %g", tc.p, lanes,
+							q.h[o*in], q.h[o*in+in-1], got[o], tc.decodeName, ref[o])
+					}
+				}
+			}
+			if bad > 3 {
+				t.Errorf("%s, %d lanes: %d rows wrong in all", tc.p, lanes, bad)
+			}
+		}
+	}
+}
+
 // TestReducedPrecisionClassifier: a classifier in each precision runs the
 // whole network, quantizes only the large FC layers, allocates nothing
 // warm, and stays close to fp32.
