@@ -58,7 +58,7 @@ type Classifier struct {
 	m        *Model
 	prec     Precision
 	q        []*qfc         // per layer: the large FC layers' streaming weights, or nil
-	wino     []*winoWeights // per layer: Winograd filters of conv2–5, or nil
+	wino     []*winoWeights // per layer: Winograd filters of conv1–5, or nil
 	maxBatch int
 	idle     chan *runner
 	slots    chan struct{} // a token per runner not yet built
@@ -99,7 +99,7 @@ func NewClassifier(m *Model, opt Options) *Classifier {
 	c.wino = make([]*winoWeights, len(m.Spec.Layers))
 	for i, l := range m.Spec.Layers {
 		if winogradFits(&l) {
-			c.wino[i] = newWinoWeights(&l, m.shapes[i], m.Params[l.Name+".weight"].Data)
+			c.wino[i] = newWinoWeights(&l, m.shapes[i], m.shapes[i+1], m.Params[l.Name+".weight"].Data)
 		}
 	}
 	if opt.ReleaseWeights {

@@ -9,7 +9,8 @@ package model
 // void lw_maxpool(const float *x, float *y, int h, int w, int oh, int ow, int k, int st, int pad, int c0, int c1);
 // void lw_im2col_rows(const float *x, int h, int w, int c0, int k, int stride, int pad, int oh, int ow, float *col,
 //                     size_t ld, int g0, int g1);
-// void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step, int T);
+// void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int pad, int c0, int c1, float *V, size_t step,
+//                 int T);
 // void lw_wino_out(const float *M, size_t step, int T, int nb, int oh, int ow, const float *bias, int relu, float *y,
 //                  size_t ys, int co0, int co1);
 // void lw_wino5_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step, int T);
@@ -63,12 +64,15 @@ func im2colFast(x []float32, h, w, c0, k, stride, pad, oh, ow int, col []float32
 }
 
 // winogradIn is winogradInRef in C (winograd.c).
-func winogradIn(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
+func winogradIn(x []float32, xs, nb, h, w, pad, c0, c1 int, v []float32, step, T int) {
 	if c0 >= c1 {
 		return
 	}
-	_, _ = x[(nb-1)*xs+c1*h*w-1], v[15*step+(c1-1)*T+nb*winoTiles(h, w)-1] // the C code trusts these bounds
-	C.lw_wino_in((*C.float)(&x[0]), C.size_t(xs), C.int(nb), C.int(h), C.int(w), C.int(c0), C.int(c1),
+	if pad != 0 && pad != 1 {
+		panic("winogradIn: pad must be 0 or 1")
+	}
+	_, _ = x[(nb-1)*xs+c1*h*w-1], v[15*step+(c1-1)*T+nb*winoTiles(h+2*pad-2, w+2*pad-2)-1] // the C code trusts these bounds
+	C.lw_wino_in((*C.float)(&x[0]), C.size_t(xs), C.int(nb), C.int(h), C.int(w), C.int(pad), C.int(c0), C.int(c1),
 		(*C.float)(&v[0]), C.size_t(step), C.int(T))
 }
 

@@ -23,8 +23,8 @@ func im2colFast(x []float32, h, w, c0, k, stride, pad, oh, ow int, col []float32
 }
 
 // winogradIn is winogradInRef (no C without cgo).
-func winogradIn(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
-	winogradInRef(x, xs, nb, h, w, c0, c1, v, step, T)
+func winogradIn(x []float32, xs, nb, h, w, pad, c0, c1 int, v []float32, step, T int) {
+	winogradInRef(x, xs, nb, h, w, pad, c0, c1, v, step, T)
 }
 
 // winogradOut is winogradOutRef (no C without cgo).

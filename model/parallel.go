@@ -21,6 +21,7 @@ type piece struct {
 	fcq  fcqArgs
 	pool poolArgs
 	wino winoArgs
+	s2d  s2dArgs
 	wg   *sync.WaitGroup
 }
 
@@ -36,6 +37,7 @@ const (
 	pieceWinoIn
 	pieceWinoGemms
 	pieceWinoOut
+	pieceSpaceToDepth
 )
 
 // poolArgs max-pools channels [c0, c1) of n images (inference: no
@@ -102,6 +104,8 @@ func (p *piece) run() {
 		p.wino.runGemms()
 	case pieceWinoOut:
 		p.wino.runOut()
+	case pieceSpaceToDepth:
+		p.s2d.run()
 	case pieceIm2col:
 		a := &p.i2c
 		for j := 0; j < a.count; j++ {

@@ -23,7 +23,7 @@ func heapInUse() uint64 {
 // the fp32 weights it holds in another form (and the memory with them);
 // and the model then refuses every use that needs them, naming why.
 func TestReleaseWeights(t *testing.T) {
-	convs := []string{"features.10.weight", "features.3.weight", "features.6.weight", "features.8.weight"}
+	convs := []string{"features.0.weight", "features.10.weight", "features.3.weight", "features.6.weight", "features.8.weight"}
 	fcs := []string{"classifier.1.weight", "classifier.4.weight"}
 	cases := []struct {
 		p    Precision

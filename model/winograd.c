@@ -1,7 +1,7 @@
 //go:build cgo && !purego
 
-// Winograd F(2×2, 3×3) transforms for the 3×3, stride-1, pad-1
-// convolutions (conv3–5): each 4×4 input tile becomes 16 values (V = Bᵀ d
+// Winograd F(2×2, 3×3) transforms for the 3×3, stride-1 convolutions
+// (conv3–5, pad 1, and conv1's space-to-depth form, pad 0): each 4×4 input tile becomes 16 values (V = Bᵀ d
 // B), 16 GEMMs multiply them by the transformed filters (U = G g Gᵀ,
 // computed once per model), and each tile's 16 products become a 2×2 output
 // (Y = Aᵀ M A) — 16 multiplies per 4 outputs instead of 36. Only additions
@@ -19,9 +19,12 @@
 #endif
 
 // V[xi·step + c·T + t] for channels [c0, c1) of nb images (x: image after
-// image, xs apart; channel c at x + c·h·w), t = j·th·tw + ty·tw + tx.
-void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1, float *V, size_t step, int T) {
-	int th = (h + 1) / 2, tw = (w + 1) / 2;
+// image, xs apart; channel c at x + c·h·w), t = j·th·tw + ty·tw + tx; pad
+// 1 ("same", conv3–5) or 0 ("valid", conv1 after its space-to-depth
+// rearrangement, spacedepth.go), whose output is (h + 2·pad − 2) square.
+void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int pad, int c0, int c1, float *V, size_t step,
+                int T) {
+	int th = (h + 2 * pad - 1) / 2, tw = (w + 2 * pad - 1) / 2;
 	for (int c = c0; c < c1; c++)
 		for (int j = 0; j < nb; j++) {
 			const float *p = x + (size_t)j * xs + (size_t)c * h * w;
@@ -29,9 +32,9 @@ void lw_wino_in(const float *x, size_t xs, int nb, int h, int w, int c0, int c1,
 				for (int tx = 0; tx < tw; tx++) {
 					float d[4][4];
 					for (int r = 0; r < 4; r++) {
-						int iy = 2 * ty - 1 + r;
+						int iy = 2 * ty - pad + r;
 						for (int s = 0; s < 4; s++) {
-							int ix = 2 * tx - 1 + s;
+							int ix = 2 * tx - pad + s;
 							d[r][s] = iy >= 0 && iy < h && ix >= 0 && ix < w ? p[iy * w + ix] : 0;
 						}
 					}

@@ -2,7 +2,9 @@ package model
 
 // Winograd F(2×2, 3×3) for the 3×3, stride-1, pad-1 convolutions of
 // inference (conv3–5, over half of AlexNet's multiply-adds; conv2's 5×5
-// runs as F(3×3, 5×5) on the same machinery, winograd5.go): 16 multiplies
+// runs as F(3×3, 5×5) on the same machinery, winograd5.go; conv1 as a
+// "valid" 3×3 convolution after a space-to-depth rearrangement,
+// spacedepth.go): 16 multiplies
 // per 2×2 outputs instead of 36, as 16 GEMMs between transformed filters
 // (computed once per classifier) and transformed input tiles. F(2×2) and not
 // F(4×4): its transforms are additions only, so it stays within a few ulps
@@ -15,14 +17,16 @@ package model
 type winoWeights struct {
 	u           []float32
 	coutG, cinG int
-	side        int // input tile side: 4 for F(2×2, 3×3), 7 for F(3×3, 5×5)
+	side        int      // input tile side: 4 for F(2×2, 3×3), 7 for F(3×3, 5×5)
+	s2d         *s2dForm // conv1: the 3×3 form these filters are of (spacedepth.go)
 }
 
 // winogradFits says whether layer l runs as Winograd: F(2×2, 3×3) for the
 // 3×3 convolutions, F(3×3, 5×5) (winograd5.go) for the 5×5 one, both
-// stride 1 and "same" padding.
+// stride 1 and "same" padding, and F(2×2, 3×3) after a space-to-depth
+// rearrangement for conv1 (s2dFits).
 func winogradFits(l *Layer) bool {
-	return l.Kind == Conv && l.Stride == 1 && (l.Kernel == 3 && l.Pad == 1 || l.Kernel == 5 && l.Pad == 2)
+	return l.Kind == Conv && l.Stride == 1 && (l.Kernel == 3 && l.Pad == 1 || l.Kernel == 5 && l.Pad == 2) || s2dFits(l)
 }
 
 // winoTransforms is how many transforms (and GEMMs) layer l's Winograd
@@ -32,8 +36,15 @@ func winoTransforms(l *Layer) int {
 	return a * a
 }
 
-// newWinoWeights transforms the filters of a layer that winogradFits.
-func newWinoWeights(l *Layer, in Shape3, w []float32) *winoWeights {
+// newWinoWeights transforms the filters of a layer that winogradFits, with
+// input in and output out.
+func newWinoWeights(l *Layer, in, out Shape3, w []float32) *winoWeights {
+	if s2dFits(l) {
+		f := newS2DForm(l, in, out)
+		ww := transformFilters(&f.layer, f.blocks, s2dFilters(l, in, w))
+		ww.s2d = f
+		return ww
+	}
 	if l.Kernel == 5 {
 		return transformFilters5(l, in, w)
 	}
@@ -127,17 +138,34 @@ func winoImagesPerPass(l *Layer, in, out Shape3, n int) int {
 	return max(1, min(n, byIn, byProducts))
 }
 
-// winoBuffers is the scratch a batch of n needs: transformed inputs, and
-// products of one chunk of output channels.
+// winoBuffers is the scratch a batch of n needs: transformed inputs (and,
+// for a layer that s2dFits, its rearranged input after them), and products
+// of one chunk of output channels.
 func winoBuffers(l *Layer, in, out Shape3, n int) (v, m int) {
+	if s2dFits(l) {
+		f := newS2DForm(l, in, out)
+		per := winoImagesPerPass(&f.layer, f.blocks, out, n)
+		v, m = winoBuffers(&f.layer, f.blocks, out, per)
+		return v + per*f.blocks.Len(), m
+	}
 	per := winoImagesPerPass(l, in, out, n)
 	t := per * winoLayerTiles(l, out)
 	k := winoTransforms(l)
 	return k * winoStride(in.C/l.Groups, t), k * winoStride(min(winoChunk, l.Out/l.Groups), t)
 }
 
-// convForwardWinograd is convForwardBatch for a layer that winogradFits.
+// convForwardWinograd is convForwardBatch for a layer that winogradFits,
+// with ww from newWinoWeights and scratch of winoBuffers' sizes.
 func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoWeights, bias, y, vbuf, mbuf []float32, relu bool) {
+	if ww.s2d != nil {
+		convForwardS2D(l, in, out, n, x, ww, bias, y, vbuf, mbuf, relu)
+		return
+	}
+	winoConv(l, in, out, n, x, ww, bias, y, vbuf, mbuf, relu)
+}
+
+// winoConv runs a 3×3 (pad 1 or 0) or 5×5 layer as Winograd.
+func winoConv(l *Layer, in, out Shape3, n int, x []float32, ww *winoWeights, bias, y, vbuf, mbuf []float32, relu bool) {
 	cinG, coutG, k := ww.cinG, ww.coutG, ww.side*ww.side
 	il, ol := in.Len(), out.Len()
 	hw, p := in.H*in.W, out.H*out.W
@@ -148,7 +176,7 @@ func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoW
 		for g := 0; g < l.Groups; g++ {
 			xg := x[j0*il+g*cinG*hw:]
 			vs := winoStride(cinG, T)
-			winoInPar(ww.side, xg, il, nb, in, cinG, vbuf, vs, T)
+			winoInPar(ww.side, l.Pad, xg, il, nb, in, cinG, vbuf, vs, T)
 			u := ww.u[g*k*coutG*cinG:]
 			for c0 := 0; c0 < coutG; c0 += winoChunk {
 				rows := min(winoChunk, coutG-c0)
@@ -162,9 +190,10 @@ func convForwardWinograd(l *Layer, in, out Shape3, n int, x []float32, ww *winoW
 }
 
 // winogradInRef is lw_wino_in (winograd.c) in Go: V[ξ·step+c·T+t] for
-// channels [c0, c1) of nb images xs apart.
-func winogradInRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T int) {
-	th, tw := (h+1)/2, (w+1)/2
+// channels [c0, c1) of nb images xs apart, padded by pad (1: "same", 0:
+// "valid").
+func winogradInRef(x []float32, xs, nb, h, w, pad, c0, c1 int, v []float32, step, T int) {
+	th, tw := (h+2*pad-1)/2, (w+2*pad-1)/2
 	for c := c0; c < c1; c++ {
 		for j := 0; j < nb; j++ {
 			plane := x[j*xs+c*h*w:][:h*w]
@@ -172,7 +201,7 @@ func winogradInRef(x []float32, xs, nb, h, w, c0, c1 int, v []float32, step, T i
 				for tx := 0; tx < tw; tx++ {
 					var d [16]float32
 					var b [4][4]float32
-					winoGather(plane, h, w, 2*ty-1, 2*tx-1, 4, d[:])
+					winoGather(plane, h, w, 2*ty-pad, 2*tx-pad, 4, d[:])
 					for s := 0; s < 4; s++ {
 						b[0][s] = d[0*4+s] - d[2*4+s]
 						b[1][s] = d[1*4+s] + d[2*4+s]
@@ -260,6 +289,7 @@ type winoArgs struct {
 	in, out             Shape3
 	coutG, cinG, rows   int
 	side                int // input tile side (4 or 7)
+	pad                 int // 1 or 0 for side 4 (see lw_wino_in)
 	relu                bool
 	c0, c1              int
 }
@@ -269,7 +299,7 @@ func (a *winoArgs) runIn() {
 		winograd5In(a.x, a.xs, a.nb, a.in.H, a.in.W, a.c0, a.c1, a.v, a.vs, a.T)
 		return
 	}
-	winogradIn(a.x, a.xs, a.nb, a.in.H, a.in.W, a.c0, a.c1, a.v, a.vs, a.T)
+	winogradIn(a.x, a.xs, a.nb, a.in.H, a.in.W, a.pad, a.c0, a.c1, a.v, a.vs, a.T)
 }
 
 func (a *winoArgs) runGemms() {
@@ -321,8 +351,8 @@ func splitWino(kind pieceKind, a winoArgs, total int) {
 	runPieces(pieces)
 }
 
-func winoInPar(side int, x []float32, xs, nb int, in Shape3, cinG int, v []float32, vs, T int) {
-	splitWino(pieceWinoIn, winoArgs{side: side, x: x, xs: xs, nb: nb, in: in, cinG: cinG, v: v, vs: vs, T: T}, cinG)
+func winoInPar(side, pad int, x []float32, xs, nb int, in Shape3, cinG int, v []float32, vs, T int) {
+	splitWino(pieceWinoIn, winoArgs{side: side, pad: pad, x: x, xs: xs, nb: nb, in: in, cinG: cinG, v: v, vs: vs, T: T}, cinG)
 }
 
 func winoGemmsPar(k int, u []float32, coutG, cinG int, v []float32, vs, T int, m []float32, ms, rows int) {
