@@ -177,7 +177,9 @@ func (c *Classifier) Probabilities(ctx context.Context, x []float32, n int, prob
 			return err
 		}
 		b := min(c.maxBatch, n-s)
+		done := spinning(b)
 		logits := r.forward(x[s*il:(s+b)*il], b)
+		done()
 		out := probs[s*k : (s+b)*k]
 		copy(out, logits)
 		softmax(b, k, out)

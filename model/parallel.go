@@ -3,6 +3,7 @@ package model
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // The engine runs its own threads: OpenBLAS is set to one thread (see
@@ -22,7 +23,18 @@ type piece struct {
 	pool poolArgs
 	wino winoArgs
 	s2d  s2dArgs
-	wg   *sync.WaitGroup
+	wg   *split
+}
+
+// split tracks the pieces of one split that the workers still run.
+type split struct {
+	pending atomic.Int32 // polled by a spinning caller (spin.go)
+	wg      sync.WaitGroup
+}
+
+func (p *piece) finish() {
+	p.wg.pending.Add(-1)
+	p.wg.wg.Done()
 }
 
 type pieceKind uint8
@@ -121,7 +133,7 @@ var (
 	// wgFree holds the WaitGroups of splits in flight. A free list, not a
 	// sync.Pool: a pool may drop what it holds at any GC (and randomly
 	// under -race), which would allocate in the middle of an inference.
-	wgFree chan *sync.WaitGroup
+	wgFree chan *split
 )
 
 // workers is how many pieces a kernel is split into: GOMAXPROCS, read once.
@@ -130,17 +142,12 @@ func workers() int {
 		poolWidth = runtime.GOMAXPROCS(0)
 		blasSingleThread()
 		poolJobs = make(chan piece, 4*poolWidth)
-		wgFree = make(chan *sync.WaitGroup, 64)
+		wgFree = make(chan *split, 64)
 		for range cap(wgFree) {
-			wgFree <- new(sync.WaitGroup)
+			wgFree <- new(split)
 		}
 		for i := 1; i < poolWidth; i++ { // the caller runs a piece too
-			go func() {
-				for p := range poolJobs {
-					p.run()
-					p.wg.Done()
-				}
-			}()
+			go worker()
 		}
 	})
 	return poolWidth
@@ -153,19 +160,21 @@ func runPieces(pieces []piece) {
 		pieces[0].run()
 		return
 	}
-	var wg *sync.WaitGroup
+	var wg *split
 	select {
 	case wg = <-wgFree:
 	default: // more splits in flight than the list holds
-		wg = new(sync.WaitGroup)
+		wg = new(split)
 	}
-	wg.Add(len(pieces) - 1)
+	wg.wg.Add(len(pieces) - 1)
+	wg.pending.Store(int32(len(pieces) - 1))
 	for i := 1; i < len(pieces); i++ {
 		pieces[i].wg = wg
 		poolJobs <- pieces[i]
 	}
 	pieces[0].run()
-	wg.Wait()
+	awaitPieces(wg)
+	wg.wg.Wait()
 	select {
 	case wgFree <- wg:
 	default:

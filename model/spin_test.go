@@ -1,0 +1,48 @@
+package model
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// TestConcurrentSpinningPasses: small passes, which spin between pieces
+// (spin.go), give the same probabilities bit for bit as passes that park,
+// also with two of them in flight at once; and once they end nothing is
+// left spinning.
+func TestConcurrentSpinningPasses(t *testing.T) {
+	defer func(b int) { spinBatch = b }(spinBatch)
+	m, _ := NewRandom(TorchVision, 38, 4)
+	c := NewClassifier(m, Options{MaxBatch: 2, Workers: 2})
+	x := randInput(rand.New(rand.NewPCG(5, 5)), 2*m.InputLen())
+	ctx := context.Background()
+	run := func(n int) []float32 {
+		p := make([]float32, n*38)
+		if err := c.Probabilities(ctx, x, n, p); err != nil {
+			t.Error(err)
+		}
+		return p
+	}
+	spinBatch = 0
+	want1, want2 := run(1), run(2)
+	spinBatch = 2
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 3 {
+				n := 1 + (g+i)%2
+				if got := run(n); !slices.Equal(got, map[int][]float32{1: want1, 2: want2}[n]) {
+					t.Errorf("batch %d spinning: probabilities differ from a parked pass", n)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if s := spinners.Load(); s != 0 {
+		t.Errorf("%d passes still marked spinning after all returned", s)
+	}
+}
