@@ -12,11 +12,13 @@ import (
 // at batch 1, so splits there ran nearly serially; spinning for a bounded
 // while after each piece (the worker, polling for the next one) and for
 // the pieces of a split (the caller) keeps both threads on their CPUs.
-// Batch 1, alternating in one process: torchvision 8.4 → 7.7 ms/image
-// (fp16 FC) and 13.3 → 12.9 (fp32), bvlc 11.3 → 10.2 and 14.9 → 14.1. At
-// batch 8, whose pieces are long, spinning cost 4–10% instead (measured
-// the same way, cause not found: no spinning during pieces over 1 ms did
-// not remove it), so only passes of at most spinBatch images spin.
+// Batch 1, spinning and parked passes alternating in one process (400
+// passes, on a slow hour): torchvision 11.3 → 10.6 ms/image with fp16 FC
+// weights and 13.7 → 12.9 in fp32, bvlc 12.6 → 11.8 and 15.5 → 14.7
+// (−5 to −7%; on a faster hour torchvision fp16 8.4 → 7.7); batch 2 −5
+// and −9% (fp16). At batch 4 spinning cost 2–7% and at batch 8 4–10%
+// (cause not found: not spinning after pieces over 1 ms did not remove
+// it), so only passes of at most spinBatch images spin.
 
 // spinBatch is the largest batch whose forward pass spins.
 var spinBatch = 2
