@@ -5,7 +5,9 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestConcurrentSpinningPasses: small passes, which spin between pieces
@@ -45,4 +47,20 @@ func TestConcurrentSpinningPasses(t *testing.T) {
 	if s := spinners.Load(); s != 0 {
 		t.Errorf("%d passes still marked spinning after all returned", s)
 	}
+	// Nothing burns a core once the passes are over: a daemon between
+	// frames uses no CPU.
+	before := cpuTime(t)
+	time.Sleep(300 * time.Millisecond)
+	if used := cpuTime(t) - before; used > 30*time.Millisecond {
+		t.Errorf("the process used %v of CPU in 300 ms idle after spinning passes", used)
+	}
+}
+
+// cpuTime is the CPU time (user + system) this process has used.
+func cpuTime(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
