@@ -1,10 +1,11 @@
 //go:build cgo && !purego
 
 // Winograd F(2×2, 3×3) transforms for the 3×3, stride-1 convolutions
-// (conv3–5, pad 1, and conv1's space-to-depth form, pad 0): each 4×4 input tile becomes 16 values (V = Bᵀ d
-// B), 16 GEMMs multiply them by the transformed filters (U = G g Gᵀ,
-// computed once per model), and each tile's 16 products become a 2×2 output
-// (Y = Aᵀ M A) — 16 multiplies per 4 outputs instead of 36. Only additions
+// (conv3–5, pad 1, and conv1's space-to-depth form, pad 0): each 4×4 input
+// tile becomes 16 values (V = Bᵀ d B), 16 GEMMs multiply them by the
+// transformed filters (U = G g Gᵀ, computed once per model), and each
+// tile's 16 products become a 2×2 output (Y = Aᵀ M A) — 16 multiplies per
+// 4 outputs instead of 36. Only additions
 // and subtractions here (the ½ of G is in U), so the results stay within a
 // few units in the last place of the direct convolution. winogradIn and
 // winogradOut in Go are the references and the pure-Go build's code.
