@@ -37,6 +37,7 @@ type Config struct {
 	StateDir string            `yaml:"state_dir"` // outbox, snapshots, decision state
 	Listen   string            `yaml:"listen"`    // HTTP, loopback by default
 	HTTPAuth HTTPAuth          `yaml:"http_auth"`
+	HTTPTLS  HTTPTLS           `yaml:"http_tls"` // HTTPS instead of HTTP
 	TopK     int               `yaml:"top_k"`
 	Broker   string            `yaml:"broker"` // "embedded" or a broker URL
 	MQTT     mqtt.Config       `yaml:"mqtt"`
@@ -286,6 +287,9 @@ func (c *Config) validate(root *yaml.Node) []string {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		add(fmt.Sprintf("%q: use host:port (127.0.0.1:8080)", c.Listen), "listen")
+	}
+	if err := c.HTTPTLS.validate(); err != nil {
+		add(err.Error(), "http_tls")
 	}
 	if c.TopK < 1 || c.TopK > 100 {
 		add(fmt.Sprintf("%d: use 1..100 (more than the model's classes lists them all)", c.TopK), "top_k")

@@ -13,13 +13,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/leafwatch/leafwatch/internal/buildinfo"
 	"github.com/leafwatch/leafwatch/model/gpu"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/vision"
 )
 
-// Version is set at build time (-ldflags "-X ...daemon.Version=…").
-var Version = "dev"
+// Version is the release this binary was built as (internal/buildinfo).
+var Version = buildinfo.String()
 
 // Daemon is a running leafwatchd.
 type Daemon struct {
@@ -33,6 +34,7 @@ type Daemon struct {
 	met   *metrics
 	start time.Time // also the origin of mono()
 	auth  *httpAuth
+	certs *certStore // nil: plain HTTP
 
 	reloads   reloadState
 	ready     atomic.Bool
@@ -69,6 +71,9 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		}
 	}()
 	if d.auth, err = loadHTTPAuth(cfg.HTTPAuth); err != nil {
+		return nil, err
+	}
+	if d.certs, err = loadCertStore(cfg.HTTPTLS); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
@@ -394,6 +399,7 @@ func RunFile(cfgPath string, log *slog.Logger) error {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
+			d.reloadTLS()
 			d.Reload("SIGHUP")
 		}
 	}()

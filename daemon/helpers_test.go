@@ -7,9 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -185,11 +183,6 @@ func modelWithLabels(t *testing.T, path string, labels []string) {
 	if err := m.Save(path); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func fileContains(path, s string) bool {
-	b, err := os.ReadFile(path)
-	return err == nil && strings.Contains(string(b), s)
 }
 
 // writeTestImages writes n w×h PNG images into dir.

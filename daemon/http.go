@@ -26,12 +26,25 @@ func (d *Daemon) serveHTTP() (*http.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", d.cfg.Listen, err)
 	}
-	if !IsLoopback(d.cfg.Listen) && d.auth == nil {
+	remote := !IsLoopback(d.cfg.Listen)
+	switch {
+	case remote && d.auth == nil:
 		d.log.Warn("the HTTP server (status page, snapshots, metrics) is reachable from the network without authentication: set http_auth.token_file or basic_auth_file", "listen", d.cfg.Listen)
+	case remote && d.certs == nil:
+		d.log.Warn("passwords and tokens cross the network in the clear: the HTTP server is reachable from the network with http_auth but without TLS; set http_tls.cert_file and key_file", "listen", d.cfg.Listen)
 	}
 	srv := &http.Server{Handler: d.auth.wrap(mux), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	d.log.Info("status page", "url", "http://"+ln.Addr().String()+"/", "auth", d.auth != nil)
+	scheme := "http"
+	if d.certs != nil {
+		scheme = "https"
+		srv.TLSConfig = d.certs.config()
+		// The certificate comes from TLSConfig.GetCertificate (reloaded on
+		// SIGHUP), hence no file names here.
+		go srv.ServeTLS(ln, "", "")
+	} else {
+		go srv.Serve(ln)
+	}
+	d.log.Info("status page", "url", scheme+"://"+ln.Addr().String()+"/", "auth", d.auth != nil)
 	return srv, nil
 }
 

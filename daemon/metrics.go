@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -42,7 +43,7 @@ func newMetrics() *metrics {
 			Help: "Times a failed engine (a lost CUDA context) was replaced by the CPU engine."}),
 	}
 	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.reloading, m.modelInfo, m.engineInfo, m.engineFallbacks,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

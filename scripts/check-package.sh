@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Inspects a Leafwatch .deb without installing it: control fields,
-# conffiles, file list, maintainer scripts, and what its binaries need
-# from the target (newest glibc and libstdc++ symbol versions, sonames).
+# conffiles, file list, maintainer scripts, manual pages, lintian (no error
+# or warning without an override that says why), and what its binaries
+# need from the target (newest glibc and libstdc++ symbol versions,
+# sonames).
 #
 #   scripts/check-package.sh DEB MAX_GLIBC MAX_GLIBCXX [SONAME_PATTERN...]
 #
@@ -21,8 +23,8 @@ pkg=$(field Package) arch=$(field Architecture)
 for f in Package Version Architecture Maintainer Description Depends; do
   [ -n "$(field $f)" ] || bad "control field $f is empty"
 done
-for d in adduser init-system-helpers gstreamer1.0-tools; do
-  field Depends | grep -qw "$d" || bad "Depends lacks $d"
+for d in adduser 'init-system-helpers (>= ' gstreamer1.0-tools; do
+  field Depends | grep -qF "$d" || bad "Depends lacks $d"
 done
 
 dpkg-deb -e "$deb" "$tmp/control"
@@ -52,6 +54,24 @@ glibc=$(newest GLIBC) glibcxx=$(newest GLIBCXX)
 needed=$("$readelf" -d "$tmp"/root/usr/bin/* | awk '/NEEDED/ {gsub(/[][]/, "", $5); print $5}' | sort -u | tr '\n' ' ')
 for pat in "$@"; do
   echo " $needed" | grep -qE " $pat( |$)" || bad "no linked library matches $pat (links: $needed)"
+done
+# lintian, Debian's own checker: no error or warning without an override,
+# and every override says why (a comment line right above it).
+if command -v lintian >/dev/null; then
+  lint=$(lintian --fail-on none "$deb" 2>&1 | grep -v 'running with root privileges' || true)
+  if grep -qE '^[EW]: ' <<<"$lint"; then
+    bad "lintian: $(grep -E '^[EW]: ' <<<"$lint" | tr '\n' ';')"
+  fi
+  ov=$tmp/root/usr/share/lintian/overrides/$pkg
+  if [ -f "$ov" ]; then
+    awk '/^#/ {c=1; next} /^[[:space:]]*$/ {c=0; next} { if (!c) { print "override without a reason: " $0; bad=1 } c=0 } END {exit bad}' "$ov" >"$tmp/ov.txt" || bad "$(cat "$tmp/ov.txt")"
+  fi
+  echo "lintian $pkg: $(grep -cE '^[EW]: ' <<<"$lint") errors and warnings, $(grep -cE '^[^#[:space:]]' "$ov" 2>/dev/null || echo 0) overridden with a reason"
+else
+  bad "lintian is not installed (make deps-package)"
+fi
+for m in $(ls "$tmp/root/usr/bin"); do
+  [ -e "$tmp/root/usr/share/man/man1/$m.1.gz" ] || bad "no manual page for $m"
 done
 echo "$pkg $(field Version) $arch: $(du -h "$deb" | cut -f1); newest glibc $glibc, GLIBCXX $glibcxx; links $needed"
 if [ ${#problems[@]} -gt 0 ]; then

@@ -5,6 +5,8 @@
 #   scripts/deps.sh           build and test (OpenCV, OpenBLAS, mosquitto, …)
 #   scripts/deps.sh --cuda    CUDA headers for -tags cuda builds
 #   scripts/deps.sh --cross   arm64 cross builds, sysroots and qemu
+#   scripts/deps.sh --package Debian's package checkers (lintian), help2man
+#                             for the manual pages, systemd-nspawn
 set -euo pipefail
 
 MODE=${1:-}
@@ -24,13 +26,15 @@ jetson=0
 [ -e /etc/nv_tegra_release ] && jetson=1
 
 # Go: distributions' packages are too old on Debian 12 and every JetPack.
-need_go="1.26"
+# Any Go from 1.21 on fetches the release go.mod names (GOTOOLCHAIN, set
+# by the Makefile and scripts/goenv.sh) from the module proxy by itself.
+need_go="1.21"
 if ! command -v go >/dev/null; then
   echo "deps: Go is not installed. Install Go $need_go or newer from https://go.dev/dl/" >&2
   echo "deps:   (go$need_go.x.linux-$(dpkg --print-architecture 2>/dev/null || echo amd64).tar.gz into /usr/local, PATH=\$PATH:/usr/local/go/bin)" >&2
   exit 1
 fi
-have_go=$(go env GOVERSION | sed 's/^go//')
+have_go=$(GOTOOLCHAIN=local go env GOVERSION | sed 's/^go//')
 if [ "$(printf '%s\n%s\n' "$need_go" "$have_go" | sort -V | head -1)" != "$need_go" ]; then
   echo "deps: Go $have_go is too old; Leafwatch needs $need_go or newer (https://go.dev/dl/)" >&2
   exit 1
@@ -54,8 +58,10 @@ case $MODE in
     PKGS=(nvidia-cuda-dev) ;;
   --cross)
     PKGS=(mmdebstrap qemu-user-static crossbuild-essential-arm64 binutils-aarch64-linux-gnu) ;;
+  --package)
+    PKGS=(lintian help2man systemd-container mmdebstrap) ;;
   "") ;;
-  *) echo "deps: unknown option $MODE (--cuda, --cross)" >&2; exit 2 ;;
+  *) echo "deps: unknown option $MODE (--cuda, --cross, --package)" >&2; exit 2 ;;
 esac
 if [[ -n "${LEAFWATCH_EXTRA_PKGS:-}" ]]; then
   read -r -a extra <<<"$LEAFWATCH_EXTRA_PKGS"

@@ -22,19 +22,23 @@ progs=(./daemon/cmd/leafwatchd ./tools/finetune)
 tags=
 name=leafwatch
 case $target in
-  amd64) arch=amd64; build=(env); triplet=x86_64-linux-gnu
-    summary="leaf-disease camera daemon (CPU engine) for Debian 12" ;;
+  amd64) arch=amd64; build=(env); run=(); triplet=x86_64-linux-gnu
+    summary="leaf-disease camera daemon, CPU engine" ;;
   arm64) arch=arm64; build=(scripts/cross.sh bookworm arm64); triplet=aarch64-linux-gnu
-    summary="leaf-disease camera daemon (CPU engine) for Debian 12 arm64" ;;
+    run=("${build[@]}" "$root/scripts/qemu-run.sh")
+    summary="leaf-disease camera daemon, CPU engine" ;;
   jetpack5) arch=arm64; build=(scripts/cross.sh bullseye arm64); triplet=aarch64-linux-gnu
+    run=("${build[@]}" "$root/scripts/qemu-run.sh")
     name=leafwatch-jetpack5; tags=cuda; progs+=(./tools/gpucheck)
-    summary="leaf-disease camera daemon for NVIDIA JetPack 5 (CUDA and CPU engines)" ;;
+    summary="leaf-disease camera daemon for NVIDIA JetPack 5, CUDA and CPU" ;;
   *) echo "package: unknown target $target (amd64, arm64, jetpack5)" >&2; exit 2 ;;
 esac
 
 echo "package: building $name $version for $target" >&2
-"${build[@]}" go build -trimpath -tags "$tags" \
-  -ldflags "-s -w -X github.com/leafwatch/leafwatch/daemon.Version=$version" -o "$stage/bin/" "${progs[@]}"
+# PIE: the loader places the binaries at random addresses (ASLR), as
+# Debian builds its own.
+"${build[@]}" go build -trimpath -buildmode=pie -tags "$tags" \
+  -ldflags "-s -w -X github.com/leafwatch/leafwatch/internal/buildinfo.Version=$version -extldflags=-Wl,-z,relro,-z,now" -o "$stage/bin/" "${progs[@]}"
 
 readelf=readelf objdump=objdump
 [ "$arch" = arm64 ] && readelf=aarch64-linux-gnu-readelf objdump=aarch64-linux-gnu-objdump
@@ -48,7 +52,9 @@ needed=$("$readelf" -d "$stage"/bin/* | awk '/NEEDED/ {gsub(/[][]/, "", $5); pri
 # Depends: from what the binaries link. Debian 12: each soname's package
 # as this (bookworm) machine names it — the same names on arm64. JetPack:
 # NVIDIA's own OpenCV and driver packages, checked by postinst instead.
-depends=("libc6 (>= $glibc)" "adduser" "init-system-helpers" "gstreamer1.0-tools" "gstreamer1.0-plugins-base" "gstreamer1.0-plugins-good")
+# init-system-helpers: deb-systemd-helper and deb-systemd-invoke as the
+# maintainer scripts use them (Debian 10 and Ubuntu 20.04 have 1.56+).
+depends=("libc6 (>= $glibc)" "adduser" "init-system-helpers (>= 1.56~)" "gstreamer1.0-tools" "gstreamer1.0-plugins-base" "gstreamer1.0-plugins-good")
 recommends=("gstreamer1.0-libav")
 for so in $needed; do
   case $so in
@@ -67,6 +73,35 @@ for so in $needed; do
 done
 [ "$target" = jetpack5 ] && recommends+=("nvidia-opencv" "nvidia-cuda")
 
+# Manual pages from each binary's own --help (help2man), so they cannot
+# drift from the programs; arm64 binaries answer under qemu.
+mkdir -p "$stage/man"
+declare -A what=([leafwatchd]="watch greenhouse plants for leaf disease and publish alerts over MQTT"
+  [finetune]="make and retrain the Leafwatch leaf-disease model"
+  [gpucheck]="check a Leafwatch CUDA build on this machine's GPU")
+for b in "$stage"/bin/*; do
+  n=$(basename "$b")
+  wrapper=$stage/run-$n
+  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${run[*]:-}" "$b" >"$wrapper"
+  chmod +x "$wrapper"
+  help2man --no-info --section=1 --name="${what[$n]}" --version-string="$version" --source=Leafwatch \
+    --output="$stage/man/$n.1" "$wrapper" 2>"$stage/help2man.log" || { cat "$stage/help2man.log" >&2; exit 1; }
+  # help2man names the program after its path: the wrapper's name.
+  sed -i "s/run-$n/$n/g; s/RUN-$(echo "$n" | tr a-z A-Z)/$(echo "$n" | tr a-z A-Z)/g" "$stage/man/$n.1"
+  gzip -9n "$stage/man/$n.1"
+done
+# Debian changelog: packaging/changelog, whose newest entry must be this
+# version; a local build of another version (the upgrade test's VERSION.1)
+# gets an entry saying so.
+top=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' packaging/changelog)
+{
+  if [ "$top" != "$version" ]; then
+    printf '%s (%s) unstable; urgency=medium\n\n  * Local build of %s from the %s sources.\n\n -- %s  %s\n\n' \
+      "$name" "$version" "$version" "$top" "Leafwatch developers <leafwatch@example.org>" "$(date -R -u -d @"${SOURCE_DATE_EPOCH:-$(date +%s)}")"
+  fi
+  sed "s/^leafwatch (/$name (/" packaging/changelog
+} | gzip -9n >"$stage/changelog.gz"
+
 # Files as installed: the unit runs /usr/bin/leafwatchd.
 mkdir -p "$stage/units"
 sed 's|/usr/local/bin/leafwatchd|/usr/bin/leafwatchd|g' systemd/leafwatchd.service >"$stage/units/leafwatchd.service"
@@ -81,21 +116,34 @@ contents="
     file_info: {mode: 0640}
   - src: README.md
     dst: /usr/share/doc/$name/README.md
-  - src: LICENSE
+  - src: packaging/copyright
     dst: /usr/share/doc/$name/copyright
+    file_info: {mode: 0644}
+  - src: $stage/changelog.gz
+    dst: /usr/share/doc/$name/changelog.gz
+    file_info: {mode: 0644}
+  - src: packaging/lintian-overrides
+    dst: /usr/share/lintian/overrides/$name
+    file_info: {mode: 0644}
   - src: THIRD_PARTY_NOTICES.md
     dst: /usr/share/doc/$name/THIRD_PARTY_NOTICES.md"
 for b in "$stage"/bin/*; do
+  n=$(basename "$b")
   contents+="
   - src: $b
-    dst: /usr/bin/$(basename "$b")
-    file_info: {mode: 0755}"
+    dst: /usr/bin/$n
+    file_info: {mode: 0755}
+  - src: $stage/man/$n.1.gz
+    dst: /usr/share/man/man1/$n.1.gz
+    file_info: {mode: 0644}"
 done
 relations=
 if [ "$target" = jetpack5 ]; then
   contents+="
   - src: systemd/jetson.conf
-    dst: /lib/systemd/system/leafwatchd.service.d/jetson.conf"
+    dst: /lib/systemd/system/leafwatchd.service.d/jetson.conf
+  - src: systemd/cuda.conf
+    dst: /lib/systemd/system/leafwatchd.service.d/cuda.conf"
   relations="conflicts: [leafwatch]
 replaces: [leafwatch]
 provides: [leafwatch]"
@@ -113,7 +161,8 @@ vendor: Leafwatch
 homepage: https://github.com/leafwatch/leafwatch
 license: Apache-2.0
 description: |-
-  Leafwatch $summary.
+  $summary
+  Leafwatch watches greenhouse plants for leaf disease.
   leafwatchd captures camera frames, classifies leaves with a 38-class
   AlexNet (PlantVillage classes) and publishes labels and alerts over MQTT;
   finetune makes and retrains the model.

@@ -20,6 +20,11 @@ var Unit string
 //go:embed jetson.conf
 var JetsonDropIn string
 
+// CUDADropIn is cuda.conf, the drop-in for CUDA builds.
+//
+//go:embed cuda.conf
+var CUDADropIn string
+
 // PathUnit is leafwatchd.path, which starts the service once a model exists.
 //
 //go:embed leafwatchd.path

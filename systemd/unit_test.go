@@ -26,6 +26,7 @@ func installUnits(t *testing.T, jetson bool) string {
 	}
 	if jetson {
 		files["leafwatchd.service.d/jetson.conf"] = JetsonDropIn
+		files["leafwatchd.service.d/cuda.conf"] = CUDADropIn
 	}
 	for name, text := range files {
 		p := filepath.Join(dir, name)
@@ -53,7 +54,9 @@ func TestUnitVerifies(t *testing.T) {
 	}
 	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "SupplementaryGroups=video", "StateDirectory=leafwatch",
 		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "After=network-online.target nvargus-daemon.service",
-		"ConditionPathExists=/var/lib/leafwatch/model.safetensors", "DeviceAllow=char-nvidia* rw", "UMask=0027"} {
+		"ConditionPathExists=/var/lib/leafwatch/model.safetensors", "DeviceAllow=char-nvidia* rw", "UMask=0027",
+		"SystemCallFilter=@system-service", "SystemCallFilter=~@privileged @resources", "SystemCallErrorNumber=EPERM",
+		"ProcSubset=pid", "PrivateMounts=yes", "RemoveIPC=yes", "MemoryDenyWriteExecute=yes"} {
 		if !strings.Contains(Unit, want) {
 			t.Errorf("unit lacks %s", want)
 		}
@@ -65,12 +68,18 @@ func TestUnitVerifies(t *testing.T) {
 			t.Errorf("Jetson drop-in lacks %s", want)
 		}
 	}
+	for _, want := range []string{"ProcSubset=all", "MemoryDenyWriteExecute=no"} {
+		if !strings.Contains(CUDADropIn, want) {
+			t.Errorf("CUDA drop-in lacks %s", want)
+		}
+	}
 }
 
 var exposureRe = regexp.MustCompile(`Overall exposure level for leafwatchd.service: ([0-9.]+)`)
 
 // TestUnitExposure keeps systemd's exposure score of the sandbox from
-// creeping up (3.3 on its own, 3.5 with the Jetson drop-in, out of 10).
+// creeping up (out of 10: at most 2.0 for the CPU unit, 2.5 with the
+// Jetson and CUDA drop-ins).
 func TestUnitExposure(t *testing.T) {
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
@@ -79,7 +88,7 @@ func TestUnitExposure(t *testing.T) {
 	for _, c := range []struct {
 		jetson bool
 		limit  float64
-	}{{false, 3.5}, {true, 3.7}} {
+	}{{false, 2.0}, {true, 2.5}} {
 		dir := installUnits(t, c.jetson)
 		out, err := exec.Command(sa, "security", "--offline=true", filepath.Join(dir, "leafwatchd.service")).CombinedOutput()
 		m := exposureRe.FindSubmatch(out)

@@ -26,13 +26,12 @@ func init() {
 // cvReader reads from an OpenCV VideoCapture. A blocked Read cannot be
 // interrupted, so it is only ever closed by the goroutine that reads.
 type cvReader struct {
-	vc       *gocv.VideoCapture
-	loop     bool
-	file     bool
-	fps      float64
-	once     sync.Once
-	failures int
-	csi      bool
+	vc   *gocv.VideoCapture
+	loop bool
+	file bool
+	fps  float64
+	once sync.Once
+	csi  bool
 }
 
 func (r *cvReader) Interruptible() bool { return false }

@@ -88,8 +88,7 @@ type Camera struct {
 	stopOnce sync.Once
 	done     chan struct{}
 	readers  sync.WaitGroup // reading goroutines, which own their Mats
-	closed   atomic.Bool
-	started  atomic.Bool // Run was called (Close waits for it only then)
+	started  atomic.Bool    // Run was called (Close waits for it only then)
 }
 
 // NewCamera prepares a source; Run starts capturing.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 
 	"gorgonia.org/cu"
@@ -131,4 +132,11 @@ func (e *Engine) forward(x []float32, n int, probs []float32) error {
 // Classify returns the top-k predictions of n images.
 func (e *Engine) Classify(ctx context.Context, x []float32, n, topK int) ([]model.Prediction, error) {
 	return model.ClassifyWith(ctx, e, x, n, topK)
+}
+
+// lockThread pins the goroutine to its OS thread while it uses a CUDA
+// context: the current context is per thread.
+func lockThread() func() {
+	runtime.LockOSThread()
+	return runtime.UnlockOSThread
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 
 	"github.com/leafwatch/leafwatch/model"
 )
@@ -52,11 +51,6 @@ func newCUDAWhole(m *model.Model, opt model.Options, log *slog.Logger) (model.En
 		return nil, err
 	}
 	return newCUDA(m, opt, log)
-}
-
-func lockThread() func() {
-	runtime.LockOSThread()
-	return runtime.UnlockOSThread
 }
 
 // Available reports whether this binary has CUDA and a device is usable,

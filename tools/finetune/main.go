@@ -16,20 +16,31 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/leafwatch/leafwatch/internal/buildinfo"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
 )
 
-const usage = `finetune — make and remake the Leafwatch leaf-disease model
+const usage = `Usage: finetune COMMAND [OPTIONS]
 
-usage:
+Make and remake the Leafwatch leaf-disease model: import ImageNet-trained
+AlexNet weights, replace the last layer by one for your classes, train,
+evaluate, and export. "finetune COMMAND -h" lists a command's options.
+
+Commands:
   finetune synth   --out DIR [--per-class N] [--seed S]        draw synthetic PlantVillage-like leaves
-  finetune import  --from WEIGHTS.{onnx,safetensors} [--variant V] --out CKPT   ImageNet weights → checkpoint
-  finetune export  --model CKPT --out MODEL.onnx                 checkpoint → ONNX (TensorRT, onnxruntime, OpenCV DNN)
+  finetune import  --from WEIGHTS.{onnx,safetensors} [--variant V] --out CKPT   ImageNet weights to a checkpoint
+  finetune export  --model CKPT --out MODEL.onnx                 checkpoint to ONNX (TensorRT, onnxruntime, OpenCV DNN)
   finetune train   --data DIR --out DIR [--base CKPT] [options]  fine-tune (see finetune train -h)
   finetune train   --resume DIR/state.safetensors [--epochs N]   continue (or extend) a run with its settings
   finetune eval    --model CKPT --data DIR --out DIR            accuracy, macro-F1, confusion matrix
   finetune predict --model CKPT [--top K] [--tile-rows R --tile-cols C] [--precision P] IMAGE...   classify files as leafwatchd would
+
+Options:
+  --help       show this help and exit
+  --version    print the version and exit
+
+Documentation: /usr/share/doc/leafwatch/README.md ("Fine-tuning")
 `
 
 func main() {
@@ -56,8 +67,11 @@ func main() {
 		err = cmdPredict(ctx, os.Args[2:])
 	case "export":
 		err = cmdExport(os.Args[2:])
-	case "-h", "--help", "help":
+	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
+		return
+	case "-version", "--version", "version":
+		fmt.Println("finetune", buildinfo.String())
 		return
 	default:
 		err = fmt.Errorf("unknown subcommand %q\n%s", os.Args[1], usage)

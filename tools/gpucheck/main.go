@@ -23,6 +23,9 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/leafwatch/leafwatch/internal/buildinfo"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/model/gpu"
 )
@@ -47,13 +50,49 @@ type Report struct {
 	Pass  bool      `json:"pass"`
 }
 
+const usage = `Usage: gpucheck [OPTIONS]
+
+The GPU self-check for a Leafwatch CUDA build: report the CUDA device and
+the cuBLAS and NVRTC libraries found, check that the CUDA engine gives the
+CPU engine's probabilities on both AlexNet variants, and print ms/image at
+several batch sizes. Prints PASS or FAIL; exits 1 on FAIL.
+
+Options:
+`
+
 func main() {
-	model.TuneBLAS()
+	for _, a := range os.Args[1:] {
+		switch a {
+		case "-version", "--version":
+			fmt.Println("gpucheck", buildinfo.String())
+			return
+		case "-h", "-help", "--help":
+			// Standard output, for people and for help2man (the manual page).
+			flag.CommandLine.SetOutput(os.Stdout)
+		}
+	}
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), usage)
+		flag.PrintDefaults()
+		fmt.Fprintln(flag.CommandLine.Output(), "  -version\n    \tprint the version and exit")
+	}
 	batches := flag.String("batches", "1,8", "batch sizes to time, comma-separated")
 	reps := flag.Int("reps", 30, "timed runs per batch size (after one warm-up)")
 	out := flag.String("out", "", "folder for gpucheck.json")
+	wx := flag.Bool("deny-write-execute", false, "refuse writable-and-executable memory to this process first (the kernel's W^X, as systemd's MemoryDenyWriteExecute=yes does), to find out whether CUDA works under it")
 	save := flag.String("save-model", "", "write the torchvision model that was timed here (a Leafwatch checkpoint) and, beside it with .input appended, the probe input as raw little-endian float32")
 	flag.Parse()
+	model.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
+	if *wx {
+		// PR_SET_MDWE (Linux 6.3+): from here on no mapping may become both
+		// writable and executable, nor executable later — as under
+		// MemoryDenyWriteExecute=yes, which systemd builds from seccomp.
+		if err := unix.Prctl(unix.PR_SET_MDWE, unix.PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0); err != nil {
+			fmt.Println("SKIP: -deny-write-execute: this kernel cannot refuse W+X memory (PR_SET_MDWE needs Linux 6.3):", err)
+			os.Exit(3)
+		}
+		fmt.Println("write-and-execute memory refused for this process (PR_SET_MDWE)")
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ok, why := gpu.Available()
 	if !ok {

@@ -78,6 +78,17 @@ else
   say "-- memcheck: compute-sanitizer not installed; skipped"
 fi
 
+# 3b. The same check with writable-and-executable memory refused (the
+#     kernel's W^X, what systemd's MemoryDenyWriteExecute=yes enforces):
+#     whether the CUDA unit can keep that setting (systemd/cuda.conf turns
+#     it off until this says PASS on real GPUs).
+step gpucheck-wx 90 ./gpucheck -deny-write-execute -batches 1 -reps 3
+case $? in
+  0) say "   CUDA works with W^X memory refused: MemoryDenyWriteExecute=yes is possible on this GPU" ;;
+  3) say "   W^X check skipped: $(grep SKIP "$OUT/gpucheck-wx.log")" ;;
+  *) say "   CUDA fails with W^X memory refused (gpucheck-wx.log): CUDA builds need MemoryDenyWriteExecute=no" ;;
+esac
+
 # 4. PyTorch eager with the same torchvision weights on the same card.
 if [ -s "$TMP/torchvision.safetensors" ] && python3 -c 'import torch, torchvision' 2>/dev/null; then
   step torch 90 python3 torch_compare.py "$TMP/torchvision.safetensors" "$OUT/gpucheck.json" || status=1
