@@ -11,6 +11,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/vision"
@@ -30,7 +31,8 @@ type camRunner struct {
 	pp      *vision.Preprocessor
 	ppKey   vision.Preprocess // what pp was built for (not the model: that would keep it alive)
 	lastSeq uint64
-	beat    atomic.Int64 // monotonic time of the loop's last sign of life (Daemon.mono)
+	beat    atomic.Int64     // monotonic time of the loop's last sign of life (Daemon.mono)
+	regions []samples.Region // reused for the keeper's offers
 
 	mu       sync.Mutex
 	state    mqtt.Classification
@@ -103,6 +105,7 @@ func (c *camRunner) sample(ctx context.Context, force bool) error {
 	jpeg, err := c.record(inf, d, at)
 	if err == nil {
 		c.publish(inf.m, d, jpeg, at)
+		c.keep(inf, d, at)
 	}
 	// Nothing here may still point at the model when the engine is
 	// released: the release may free a replaced model's weights (GC).
@@ -186,6 +189,7 @@ type decision struct {
 	cls    mqtt.Classification
 	marks  []vision.TileMark
 	events []Event
+	best   int // the region that answered
 }
 
 // decide picks the answering region, applies the thresholds and feeds the
@@ -198,7 +202,7 @@ func (c *camRunner) decide(inf inference, at time.Time) decision {
 	events := c.dec.Observe(label, top.Prob, at)
 	cls, marks := classification(c.cfg.Name, c.dec, inf, best, at)
 	cls.Disease = c.dec.Active() != nil
-	return decision{cls: cls, marks: marks, events: events}
+	return decision{cls: cls, marks: marks, events: events, best: best}
 }
 
 // record draws the snapshot and updates what the status page shows.

@@ -11,11 +11,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/systemd"
@@ -47,6 +50,7 @@ type Config struct {
 	// changes becomes one reload now and one at the end of the interval.
 	ReloadMinInterval time.Duration  `yaml:"reload_min_interval"`
 	Snapshots         SnapshotConfig `yaml:"snapshots"`
+	Samples           SamplesConfig  `yaml:"samples"`
 	Stats             time.Duration  `yaml:"stats_interval"`
 	Cameras           []CameraConfig `yaml:"cameras"`
 	// ExitWhenSourcesEnd stops the daemon once every camera source has
@@ -66,6 +70,20 @@ type HTTPAuth struct {
 // Enabled reports whether any authentication is configured.
 func (a HTTPAuth) Enabled() bool { return a.TokenFile != "" || a.BasicAuthFile != "" }
 
+// SamplesConfig is the store of kept samples (the cameras' keep: settings
+// choose what goes in).
+type SamplesConfig struct {
+	// MaxMB caps the disk the samples take; beyond it the oldest unlabelled
+	// go first, never a labelled one.
+	MaxMB int `yaml:"max_mb"`
+	// TargetPerClass is how many labelled samples per class the labelling
+	// page counts towards ("enough to retrain").
+	TargetPerClass int `yaml:"target_per_class"`
+	// FrameWidth is the width of the whole-frame copy kept beside each
+	// sample (the region itself is kept at full resolution).
+	FrameWidth int `yaml:"frame_width"`
+}
+
 // SnapshotConfig controls annotated JPEGs.
 type SnapshotConfig struct {
 	Width   int `yaml:"width"`
@@ -80,6 +98,7 @@ type CameraConfig struct {
 	Interval time.Duration  `yaml:"interval"`
 	Tiling   vision.Tiling  `yaml:"tiling"`
 	Decision DecisionConfig `yaml:"decision"`
+	Keep     samples.Config `yaml:"keep"` // which samples to keep for labelling
 }
 
 // DecisionConfig decides when a disease is really there.
@@ -101,12 +120,13 @@ func DefaultConfig() Config {
 		Listen: "127.0.0.1:8080", TopK: 3, Broker: "embedded", MQTT: m,
 		Embedded: mqtt.BrokerConfig{Address: "127.0.0.1:1883"}, OutboxMB: 64, ReloadMinInterval: 10 * time.Second,
 		Snapshots: SnapshotConfig{Width: 960, Quality: 85, MaxMB: 512}, Stats: time.Minute,
+		Samples: SamplesConfig{MaxMB: 2048, TargetPerClass: 20, FrameWidth: 640},
 	}
 }
 
 // DefaultCamera holds the per-camera defaults.
 func DefaultCamera() CameraConfig {
-	return CameraConfig{Interval: 5 * time.Second, Decision: DefaultDecision()}
+	return CameraConfig{Interval: 5 * time.Second, Decision: DefaultDecision(), Keep: samples.DefaultConfig()}
 }
 
 // DefaultDecision: 3 of the last 5 samples at ≥ 70 % confidence, one alert
@@ -183,6 +203,7 @@ func (c *Config) applyDefaults(root *yaml.Node) {
 		if !present(root, "cameras", idx, "decision", "cooldown") {
 			cam.Decision.Cooldown = def.Decision.Cooldown
 		}
+		fillAbsent(root, []string{"cameras", idx, "keep"}, &cam.Keep, def.Keep)
 	}
 	if c.MQTT.Device == "" {
 		c.MQTT.Device = c.Device
@@ -227,6 +248,21 @@ func node(root *yaml.Node, path ...string) (key, val *yaml.Node) {
 		}
 	}
 	return key, n
+}
+
+// fillAbsent sets each field of *dst (a struct with yaml tags) that the
+// file does not state under path to its value in def.
+func fillAbsent[T any](root *yaml.Node, path []string, dst *T, def T) {
+	dv, fv := reflect.ValueOf(dst).Elem(), reflect.ValueOf(def)
+	for i := 0; i < dv.NumField(); i++ {
+		key, _, _ := strings.Cut(dv.Type().Field(i).Tag.Get("yaml"), ",")
+		if key == "" || key == "-" {
+			continue
+		}
+		if !present(root, append(slices.Clone(path), key)...) {
+			dv.Field(i).Set(fv.Field(i))
+		}
+	}
 }
 
 func present(root *yaml.Node, path ...string) bool {
@@ -332,6 +368,15 @@ func (c *Config) validate(root *yaml.Node) []string {
 	if c.Snapshots.MaxMB < 1 {
 		add("must be at least 1", "snapshots", "max_mb")
 	}
+	if c.Samples.MaxMB < 16 {
+		add(fmt.Sprintf("%d: use at least 16", c.Samples.MaxMB), "samples", "max_mb")
+	}
+	if c.Samples.TargetPerClass < 1 || c.Samples.TargetPerClass > 100000 {
+		add(fmt.Sprintf("%d: use 1..100000", c.Samples.TargetPerClass), "samples", "target_per_class")
+	}
+	if c.Samples.FrameWidth < 64 || c.Samples.FrameWidth > 4096 {
+		add(fmt.Sprintf("%d: use 64..4096 pixels", c.Samples.FrameWidth), "samples", "frame_width")
+	}
 	if c.Stats < 0 || (c.Stats > 0 && c.Stats < time.Second) {
 		add(fmt.Sprintf("%v: use 0 (off) or at least 1s", c.Stats), "stats_interval")
 	}
@@ -366,6 +411,11 @@ func (c *Config) validate(root *yaml.Node) []string {
 		if d.Cooldown < 0 {
 			add(fmt.Sprintf("%v: must not be negative", d.Cooldown), "cameras", idx, "decision", "cooldown")
 		}
+		if err := cam.Keep.Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				add(e.Error(), "cameras", idx, "keep")
+			}
+		}
 		for l, th := range d.PerClass {
 			if !(th > 0 && th <= 1) {
 				add(fmt.Sprintf("%q: %v is not a probability", l, th), "cameras", idx, "decision", "per_class")
@@ -373,6 +423,14 @@ func (c *Config) validate(root *yaml.Node) []string {
 		}
 	}
 	return probs
+}
+
+// unjoin splits an errors.Join into its errors.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // DefaultConfigYAML is the documented example (systemd/leafwatchd.yaml).

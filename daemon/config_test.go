@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/mqtt"
 )
 
@@ -31,7 +32,7 @@ func TestConfigDefaultsApplyOnlyToAbsentKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := cfg.Cameras[0]
-	if c.Interval != 5*time.Second || !reflect.DeepEqual(c.Decision, DefaultDecision()) {
+	if c.Interval != 5*time.Second || !reflect.DeepEqual(c.Decision, DefaultDecision()) || !reflect.DeepEqual(c.Keep, samples.DefaultConfig()) {
 		t.Errorf("absent keys did not take the defaults: %+v", c)
 	}
 	if cfg.MQTT.Device != "greenhouse1" || cfg.MQTT.ClientID != "leafwatch-greenhouse1" || cfg.MQTT.Broker != "tcp://127.0.0.1:1883" {
@@ -42,6 +43,19 @@ func TestConfigDefaultsApplyOnlyToAbsentKeys(t *testing.T) {
 	_, err = ParseConfig("x", []byte(base+"    decision: {threshold: 0}\n"))
 	if err == nil || !strings.Contains(err.Error(), "threshold") {
 		t.Errorf("explicit threshold 0: %v", err)
+	}
+	cfg, err = ParseConfig("x", []byte(base+"    keep: {enabled: false, margin: 0.3}\n"))
+	want := samples.DefaultConfig()
+	want.Enabled, want.Margin = false, 0.3
+	if err != nil || !reflect.DeepEqual(cfg.Cameras[0].Keep, want) {
+		t.Errorf("keep with two keys: %+v (%v)", cfg.Cameras[0].Keep, err)
+	}
+	ex, err := ParseConfig("example", []byte(DefaultConfigYAML()))
+	if err != nil || !reflect.DeepEqual(ex.Cameras[0].Keep, samples.DefaultConfig()) {
+		t.Errorf("the example camera's keep is not the default: %+v (%v)", ex.Cameras[0].Keep, err)
+	}
+	if _, err := ParseConfig("x", []byte(base+"    keep: {max_per_hour: 0}\n")); err == nil || !strings.Contains(err.Error(), "line 4: cameras.0.keep: max_per_hour 0") {
+		t.Errorf("max_per_hour 0: %v", err)
 	}
 	cfg, err = ParseConfig("x", []byte("device: gh7\nmqtt: {client_id: custom}\n"+base))
 	if err != nil || cfg.MQTT.ClientID != "custom" || cfg.MQTT.Device != "gh7" {

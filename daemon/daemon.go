@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/internal/buildinfo"
 	"github.com/leafwatch/leafwatch/model/gpu"
 	"github.com/leafwatch/leafwatch/mqtt"
@@ -42,6 +43,12 @@ type Daemon struct {
 	fallback  atomic.Value // string: why the configured engine was replaced by the CPU
 	restored  []restoredEvent
 	batch     *batcher // merges cameras' engine calls; nil with one camera or before Run
+
+	store      *samples.Store  // kept samples; nil when the store cannot be opened
+	keeper     *samples.Keeper // nil with store
+	samplesErr string          // why store is nil
+	sumCache   summaryCache
+	csrf       string // the labelling page's token for state-changing requests
 }
 
 // restoredEvent is an end decided while restoring a camera's state, to
@@ -63,7 +70,7 @@ func resumeWithin(cam CameraConfig) time.Duration { return max(30*time.Minute, 2
 // New loads the model and prepares every part; Run starts them. On an
 // error nothing it opened is left behind.
 func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
-	d := &Daemon{cfg: cfg, log: log, start: time.Now(), met: newMetrics()}
+	d := &Daemon{cfg: cfg, log: log, start: time.Now(), met: newMetrics(), csrf: newCSRFToken()}
 	gpu.SetLibraryDirs(cfg.CUDALibs)
 	defer func() {
 		if err != nil {
@@ -82,6 +89,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err := d.loadModel(); err != nil {
 		return nil, err
 	}
+	d.openSamples()
 	if d.snaps, err = vision.OpenSnapshotDir(filepath.Join(cfg.StateDir, "snapshots"), int64(cfg.Snapshots.MaxMB)<<20); err != nil {
 		return nil, err
 	}
@@ -136,6 +144,12 @@ func (d *Daemon) closeParts() {
 	}
 	if b := d.clf.Load(); b != nil {
 		b.e.Close()
+	}
+	if d.keeper != nil {
+		d.keeper.Close()
+	}
+	if d.store != nil {
+		d.store.Close()
 	}
 }
 
@@ -211,6 +225,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
+	if d.keeper != nil {
+		if err := d.keeper.Start(ctx); err != nil {
+			d.log.Error("samples: keeping is off: the store could not be prepared (classification and alerts go on)", "err", err)
+			d.keeper.Close()
+			d.keeper = nil
+		}
+	}
 	camCtx, stopCams := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	if len(d.cams) > 1 {
@@ -227,6 +248,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	notify("READY=1")
 	go d.watchModelFile(camCtx)
 	go d.statsLoop(camCtx)
+	go d.samplesLoop(camCtx)
 	go d.watchdog(camCtx)
 	if d.cfg.ExitWhenSourcesEnd {
 		go d.exitWhenEnded(camCtx, stopCams)
@@ -245,12 +267,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() { defer closing.Done(); c.src.Close(); c.close() }()
 	}
 	closing.Wait()
+	if d.keeper != nil {
+		d.keeper.Close() // writes the frames it holds (bounded), then stops
+	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	srv.Shutdown(shutCtx)
 	cancel()
 	stopPub() // flushes the outbox (up to 5 s) and publishes offline
 	<-pubDone
 	d.engine().Close()
+	if d.store != nil {
+		d.store.Close()
+	}
 	d.log.Info("stopped", "outbox_left", ob.Len())
 	return nil
 }

@@ -48,21 +48,27 @@ func NewDecider(device, camera string, cfg DecisionConfig) *Decider {
 	return &Decider{cfg: cfg, camera: camera, device: device, last: map[string]time.Time{}}
 }
 
+// Threshold is the confidence a label needs (per class where configured).
+func (d *Decider) Threshold(label string) float32 {
+	if t, ok := d.cfg.PerClass[label]; ok {
+		return t
+	}
+	return d.cfg.Threshold
+}
+
 // Label applies the confidence threshold (per class where configured).
 func (d *Decider) Label(best model.Scored) string {
-	th := d.cfg.Threshold
-	if t, ok := d.cfg.PerClass[best.Label]; ok {
-		th = t
-	}
-	if best.Prob < th {
+	if best.Prob < d.Threshold(best.Label) {
 		return Uncertain
 	}
 	return best.Label
 }
 
 // IsDisease reports whether a decided label is a disease (not healthy,
-// not uncertain).
-func IsDisease(label string) bool { return label != Uncertain && !model.IsHealthy(label) }
+// not uncertain, not "not a leaf").
+func IsDisease(label string) bool {
+	return label != Uncertain && !model.IsHealthy(label) && !model.IsNotALeaf(label)
+}
 
 // Choose picks the region that answers for the camera: the most confident
 // disease above its threshold in any region, else the most confident

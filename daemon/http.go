@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/vision"
 )
@@ -22,6 +21,7 @@ func (d *Daemon) serveHTTP() (*http.Server, error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.met.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /snapshot/{camera}", d.snapshot)
 	mux.HandleFunc("GET /{$}", d.statusPage)
+	d.labelRoutes(mux)
 	ln, err := net.Listen("tcp", d.cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", d.cfg.Listen, err)
@@ -44,7 +44,7 @@ func (d *Daemon) serveHTTP() (*http.Server, error) {
 	} else {
 		go srv.Serve(ln)
 	}
-	d.log.Info("status page", "url", scheme+"://"+ln.Addr().String()+"/", "auth", d.auth != nil)
+	d.log.Info("status page", "url", scheme+"://"+ln.Addr().String()+"/", "label_page", scheme+"://"+ln.Addr().String()+"/label", "auth", d.auth != nil)
 	return srv, nil
 }
 
@@ -163,7 +163,7 @@ func (d *Daemon) statusPage(w http.ResponseWriter, r *http.Request) {
 		}
 		c.mu.Unlock()
 		switch {
-		case v.State.Label != Uncertain && !model.IsHealthy(v.State.Label):
+		case IsDisease(v.State.Label):
 			v.Class = "alert"
 		case v.State.Label == Uncertain:
 			v.Class = "unsure"

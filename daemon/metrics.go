@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/leafwatch/leafwatch/daemon/samples"
 )
 
 type metrics struct {
@@ -25,6 +27,7 @@ type metrics struct {
 	lastInfNS  atomic.Int64
 
 	engineFallbacks prometheus.Counter
+	keep            *samplesMetrics
 }
 
 func newMetrics() *metrics {
@@ -41,7 +44,9 @@ func newMetrics() *metrics {
 		engineInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leafwatch_engine_info", Help: "The inference engine serving (value 1)."}, []string{"engine"}),
 		engineFallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_engine_fallbacks_total",
 			Help: "Times a failed engine (a lost CUDA context) was replaced by the CPU engine."}),
+		keep: newSamplesMetrics(),
 	}
+	m.reg.MustRegister(m.keep.collectors()...)
 	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.reloading, m.modelInfo, m.engineInfo, m.engineFallbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -58,6 +63,23 @@ func (m *metrics) register(d *Daemon) {
 		func() float64 { return float64(d.pub.OutboxWriteFailures()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_outbox_pending_in_memory", Help: "Durable messages held in memory because the outbox cannot be written."},
 		func() float64 { return float64(d.pub.Pending()) }))
+	if d.store != nil {
+		sum := func(f func(s samplesSummaryView) float64) func() float64 {
+			return func() float64 {
+				s, err := d.samplesSummary()
+				if err != nil {
+					return math.NaN()
+				}
+				return f(samplesSummaryView(s))
+			}
+		}
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_samples_unlabelled", Help: "Kept samples waiting for a label."},
+			sum(func(s samplesSummaryView) float64 { return float64(s.Unlabelled) })))
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_samples_labelled", Help: "Kept samples with a label (unsure and not a leaf included)."},
+			sum(func(s samplesSummaryView) float64 { return float64(s.Total - s.Unlabelled) })))
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leafwatch_samples_bytes", Help: "Disk the kept samples' images take."},
+			sum(func(s samplesSummaryView) float64 { return float64(s.Bytes) })))
+	}
 	for _, c := range d.cams {
 		src := c.src
 		l := prometheus.Labels{"camera": c.cfg.Name}
@@ -71,6 +93,8 @@ func (m *metrics) register(d *Daemon) {
 			func() float64 { return b2f(src.Status().State == "connected") }))
 	}
 }
+
+type samplesSummaryView = samples.Summary
 
 func b2f(b bool) float64 {
 	if b {

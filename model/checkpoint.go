@@ -50,6 +50,8 @@ type Metadata struct {
 	// Version identifies the weights: a hash of the file they were loaded
 	// from (empty until saved or loaded).
 	Version string
+	// SHA256 is the whole hash of that file (hex); Version is its start.
+	SHA256 string
 }
 
 // TrainingSummary records how a checkpoint was trained.
@@ -190,7 +192,8 @@ func (m *Model) Save(path string) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}
-	m.Meta.Version = hex.EncodeToString(h.Sum(nil))[:12]
+	m.Meta.SHA256 = hex.EncodeToString(h.Sum(nil))
+	m.Meta.Version = m.Meta.SHA256[:12]
 	return nil
 }
 
@@ -232,6 +235,40 @@ func Load(path string) (*Model, error) {
 		return nil, fmt.Errorf("load checkpoint %s: %w", path, err)
 	}
 	return m, nil
+}
+
+// ReadMetadata reads only a checkpoint's header metadata (labels, variant,
+// input size …) without its weights: for tools that need the class list.
+// Version and SHA256 stay empty (they hash the whole file).
+func ReadMetadata(path string) (Metadata, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Metadata{}, fmt.Errorf("checkpoint: %w", err)
+	}
+	defer f.Close()
+	var lenBuf [8]byte
+	if _, err := io.ReadFull(f, lenBuf[:]); err != nil {
+		return Metadata{}, fmt.Errorf("checkpoint %s: %w: %v", path, ErrNotCheckpoint, err)
+	}
+	n := binary.LittleEndian.Uint64(lenBuf[:])
+	if n > maxHeader || n < 2 {
+		return Metadata{}, fmt.Errorf("checkpoint %s: %w: no JSON header after the 8-byte length", path, ErrNotCheckpoint)
+	}
+	hdr := make([]byte, n)
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		return Metadata{}, fmt.Errorf("checkpoint %s: %w: header: %v", path, ErrNotCheckpoint, err)
+	}
+	var raw struct {
+		MD map[string]string `json:"__metadata__"`
+	}
+	if err := json.Unmarshal(hdr, &raw); err != nil {
+		return Metadata{}, fmt.Errorf("checkpoint %s: %w: header is not JSON: %v", path, ErrNotCheckpoint, err)
+	}
+	meta, err := parseHeaderMetadata(raw.MD)
+	if err != nil {
+		return Metadata{}, fmt.Errorf("checkpoint %s: %w: %v", path, ErrNotCheckpoint, err)
+	}
+	return meta, nil
 }
 
 // maxHeader bounds the JSON header; a Leafwatch header is a few kB and the
@@ -379,7 +416,8 @@ func readCheckpoint(r io.Reader, size int64) (*Model, error) {
 	if _, err := io.CopyN(io.Discard, tr, int64(dataLen-pos)); err != nil {
 		return nil, fmt.Errorf("%w: truncated while reading: %v", ErrNotCheckpoint, err)
 	}
-	meta.Version = hex.EncodeToString(h.Sum(nil))[:12]
+	meta.SHA256 = hex.EncodeToString(h.Sum(nil))
+	meta.Version = meta.SHA256[:12]
 	return New(spec, params, meta)
 }
 

@@ -67,6 +67,14 @@ func tidy(s string) string {
 	return strings.TrimSpace(s)
 }
 
+// NotALeaf is the label of a region with no leaf in it (soil, a pot, a
+// stem), which a model trained with a reject class answers. It is
+// neither healthy nor a disease: it never alerts.
+const NotALeaf = "not_a_leaf"
+
+// IsNotALeaf reports whether a label is the reject class.
+func IsNotALeaf(label string) bool { return label == NotALeaf }
+
 // IsHealthy reports whether a label names a healthy plant. Healthy
 // classes never raise alerts.
 func IsHealthy(label string) bool {

@@ -25,6 +25,8 @@ type haConfig struct {
 	PayloadOn           string   `json:"payload_on,omitempty"`
 	PayloadOff          string   `json:"payload_off,omitempty"`
 	Icon                string   `json:"icon,omitempty"`
+	UnitOfMeasurement   string   `json:"unit_of_measurement,omitempty"`
+	StateClass          string   `json:"state_class,omitempty"`
 	Device              haDevice `json:"device"`
 }
 
@@ -35,6 +37,14 @@ func DiscoveryMessages(cfg Config, cameras []string, swVersion string) map[strin
 	dev := haDevice{Identifiers: []string{"leafwatch_" + cfg.Device}, Name: "Leafwatch " + cfg.Device,
 		Model: "Leafwatch leaf-disease camera", Manufacturer: "Leafwatch", SWVersion: swVersion}
 	out := map[string][]byte{}
+	// The samples waiting for a label, device-wide: a card in Home
+	// Assistant says when there is labelling to do (and where).
+	out[cfg.Discovery.Prefix+"/sensor/"+cfg.Device+"/samples_waiting/config"] = mustJSON(haConfig{
+		Name: "samples waiting for a label", UniqueID: "leafwatch_" + cfg.Device + "_samples_waiting", ObjectID: "leafwatch_" + cfg.Device + "_samples_waiting",
+		StateTopic: t.Samples(), ValueTemplate: "{{ value_json.waiting }}", JSONAttributesTopic: t.Samples(),
+		AvailabilityTopic: t.Availability(), PayloadAvailable: Online, PayloadNotAvailable: Offline,
+		Icon: "mdi:tag-multiple", UnitOfMeasurement: "samples", StateClass: "measurement", Device: dev,
+	})
 	for _, cam := range cameras {
 		id := cfg.Device + "_" + cam
 		out[cfg.Discovery.Prefix+"/sensor/"+cfg.Device+"/"+cam+"_label/config"] = mustJSON(haConfig{

@@ -439,6 +439,19 @@ func (p *Publisher) ModelInfo(m ModelInfo) error {
 	return p.durable(Message{Topic: topic, Payload: mustJSON(m), QoS: 1, Retain: true, Kind: KindState, Key: topic})
 }
 
+// Samples publishes the samples waiting for a label, retained, while
+// connected (the next change after a reconnect brings it up to date).
+func (p *Publisher) Samples(s SamplesState) error {
+	if !p.connected.Load() {
+		return ErrNotConnected
+	}
+	t := p.client.Publish(p.topics.Samples(), 1, true, mustJSON(s))
+	if t.WaitTimeout(10*time.Second) && t.Error() != nil {
+		return t.Error()
+	}
+	return nil
+}
+
 // RepublishDiscovery sends the Home Assistant discovery configs again.
 func (p *Publisher) RepublishDiscovery() {
 	if p.cfg.Discovery.Enabled && p.connected.Load() {

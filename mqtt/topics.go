@@ -11,6 +11,7 @@ func NewTopics(prefix, device string) Topics { return Topics{prefix + "/" + devi
 func (t Topics) Availability() string           { return t.base + "/availability" }
 func (t Topics) Stats() string                  { return t.base + "/stats" }
 func (t Topics) Model() string                  { return t.base + "/model" }
+func (t Topics) Samples() string                { return t.base + "/samples" }
 func (t Topics) State(camera string) string     { return t.base + "/" + camera + "/state" }
 func (t Topics) Alert(camera string) string     { return t.base + "/" + camera + "/alert" }
 func (t Topics) Thumbnail(camera string) string { return t.base + "/" + camera + "/thumbnail" }
@@ -86,6 +87,17 @@ type Stats struct {
 	Model         string             `json:"model_version"`
 	Engine        string             `json:"engine"`
 	CameraState   map[string]string  `json:"camera_state"`
+}
+
+// SamplesState is how many kept samples wait for a label, published
+// retained on <prefix>/<device>/samples when it changes.
+type SamplesState struct {
+	Waiting  int    `json:"waiting"`  // unlabelled
+	Labelled int    `json:"labelled"` // labelled with a class ("unsure" not counted)
+	Total    int    `json:"total"`
+	URL      string `json:"label_url"` // the labelling page
+	// Full: labelled samples fill samples.max_mb and keeping has stopped.
+	Full bool `json:"budget_full,omitempty"`
 }
 
 // ModelInfo describes the model serving, published retained on

@@ -34,6 +34,8 @@ Options:
 Commands:
   check-config FILE       validate a configuration file, listing every problem with its line
   print-default-config    print the documented default configuration
+  samples COMMAND         the samples kept for labelling: summary, list, label, undo,
+                          export, import, delete ("leafwatchd samples" lists them)
 
 Signals: SIGHUP reloads the model and the HTTPS certificate; SIGTERM and
 SIGINT stop the daemon cleanly (the outbox is flushed first).
@@ -41,7 +43,7 @@ SIGINT stop the daemon cleanly (the outbox is flushed first).
 Files:
   /etc/leafwatch/leafwatchd.yaml        the configuration
   /var/lib/leafwatch/model.safetensors  the model (deploy by renaming a file into place)
-  /var/lib/leafwatch/                   state: MQTT outbox, snapshots, alert state
+  /var/lib/leafwatch/                   state: MQTT outbox, snapshots, alert state, samples
 
 Documentation: /usr/share/doc/leafwatch/README.md
 `
@@ -60,6 +62,8 @@ func main() {
 			return
 		case "check-config":
 			os.Exit(checkConfig(os.Args[2:], os.Stdout, os.Stderr))
+		case "samples":
+			os.Exit(cmdSamples(os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}
 	model.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
