@@ -22,8 +22,10 @@ import (
 
 // ExportOptions choose what an export holds.
 type ExportOptions struct {
-	// LabelledOnly leaves out the unlabelled and "unsure" samples' images
-	// (their records stay in samples.jsonl): what finetune needs.
+	// LabelledOnly leaves out the unlabelled samples (records and images)
+	// and the images of "unsure" ones: what finetune needs, and what
+	// changes only when labels do (so a resumed download stays valid while
+	// new samples are kept).
 	LabelledOnly bool
 	Camera       string // only this camera's samples
 	// Labels are every label a person may give (the model's, not_a_leaf,
@@ -73,6 +75,9 @@ func (s *Store) plan(ctx context.Context, opt ExportOptions) ([]entry, error) {
 	enc := json.NewEncoder(&records)
 	enc.SetEscapeHTML(false)
 	for _, x := range all {
+		if opt.LabelledOnly && !x.Labelled() {
+			continue
+		}
 		rec := x.Record
 		dir := ""
 		switch {
