@@ -119,6 +119,7 @@ img{max-width:100%;border-radius:4px} table{border-collapse:collapse;margin-top:
 </style></head><body>
 <h1>Leafwatch · {{.Device}}</h1>
 <p class="meta">model {{.Model}} · engine {{.Engine}} · broker {{if .Broker}}connected{{else}}<b class="alert">disconnected</b>{{end}} · outbox {{.Outbox}} · up {{.Uptime}}</p>
+<p class="label"><a href="/label">{{if .SamplesErr}}Samples unavailable: {{.SamplesErr}}{{else}}{{.Waiting}} samples wait for a label{{end}}</a></p>
 {{range .Cams}}<div class="cam">
 <h2>{{.Name}} <span class="meta">({{.Status.State}}, {{printf "%.1f" .Status.FPS}} fps{{if .Status.LastError}}, last error: {{.Status.LastError}}{{end}})</span></h2>
 {{if .Active}}<p class="label alert">Alert: {{.ActiveDisplay}} since {{.Active.Start.Format "01-02 15:04:05"}}</p>{{end}}
@@ -151,7 +152,15 @@ func (d *Daemon) statusPage(w http.ResponseWriter, r *http.Request) {
 		Outbox                int
 		Uptime                string
 		Cams                  []camView
-	}{d.cfg.Device, clf.Model().Meta.Version, clf.Engine(), d.pub.Connected(), d.pub.Outbox().Len(), time.Since(d.start).Round(time.Second).String(), nil}
+		Waiting               int
+		SamplesErr            string
+	}{Device: d.cfg.Device, Model: clf.Model().Meta.Version, Engine: clf.Engine(), Broker: d.pub.Connected(), Outbox: d.pub.Outbox().Len(),
+		Uptime: time.Since(d.start).Round(time.Second).String()}
+	if sum, err := d.samplesSummary(); err != nil {
+		data.SamplesErr = err.Error()
+	} else {
+		data.Waiting = sum.Unlabelled
+	}
 	for _, c := range d.cams {
 		c.mu.Lock()
 		v := camView{Name: c.cfg.Name, Status: c.src.Status(), State: c.state, Pct: float64(c.state.Confidence) * 100, Active: c.active}

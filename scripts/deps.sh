@@ -19,6 +19,7 @@ PKGS=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav
   openssl                       # test certificates
   systemd                       # systemd-analyze verify of the unit
+  chromium                      # the labelling page's browser test (chromedp)
   ca-certificates
 )
 . /etc/os-release

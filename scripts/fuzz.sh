@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fuzzers of every parser that reads outside input: checkpoints, ONNX
-# files, the config, MQTT commands, image files, camera URIs (and, as they
-# come, sample imports and model bundles).
+# files, the config, MQTT commands, image files, camera URIs, Label Studio
+# imports and exported samples.jsonl files.
 #
 #   scripts/fuzz.sh [SECONDS]        run each for SECONDS (default 5; CI)
 #   scripts/fuzz.sh keep [SECONDS]   the same, then copy what each found
@@ -22,6 +22,8 @@ targets=(
   "FuzzParseCommand ./mqtt/"
   "FuzzCheckImage ./vision/"
   "FuzzParseSource ./vision/"
+  "FuzzImportLabelStudio ./daemon/samples/"
+  "FuzzReadRecords ./internal/fieldset/"
 )
 if [[ -n ${LEAFWATCH_EXTRA_FUZZ:-} ]]; then
   IFS=';' read -r -a extra <<<"$LEAFWATCH_EXTRA_FUZZ"

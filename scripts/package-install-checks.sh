@@ -24,7 +24,16 @@ dpkg -i "$upgrade" >/dev/null
 grep -q '^device: edited-by-user$' /etc/leafwatch/leafwatchd.yaml || fail "the upgrade overwrote the edited config"
 echo "upgraded to $(dpkg-query -W -f '${Version}' "$pkg"); the edited config was kept"
 
-dpkg --purge "$pkg" >/dev/null
+# Samples someone may have labelled survive a purge (with a note); the
+# rest of the state goes.
+mkdir -p /var/lib/leafwatch/samples /var/lib/leafwatch/outbox
+echo db >/var/lib/leafwatch/samples/samples.db
+dpkg --purge "$pkg" >/dev/null 2>"/tmp/purge.err"
+[ -f /var/lib/leafwatch/samples/samples.db ] || fail "purge deleted the labelled samples"
+grep -q "kept /var/lib/leafwatch/samples" /tmp/purge.err || fail "purge did not say it kept the samples"
+[ ! -e /var/lib/leafwatch/outbox ] || fail "purge left the outbox"
+rm -rf /var/lib/leafwatch
+dpkg -i "$upgrade" >/dev/null && dpkg --purge "$pkg" >/dev/null
 [ ! -e /var/lib/leafwatch ] || fail "purge left /var/lib/leafwatch"
 [ ! -e /etc/leafwatch/leafwatchd.yaml ] || fail "purge left the config"
 [ ! -e /usr/bin/leafwatchd ] || fail "purge left the binary"

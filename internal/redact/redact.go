@@ -7,8 +7,9 @@ import "regexp"
 
 // credentials matches the password of any URL inside a string. The
 // password ends at the last '@' before the host (url.Parse's rule too),
-// so a password containing '@' is hidden whole.
-var credentials = regexp.MustCompile(`((?:[A-Za-z][A-Za-z0-9+.-]*)?://[^/@\s:]*):[^/\s]*@`)
+// so a password containing '@' (or a space, which url.Parse refuses and
+// its error then quotes) is hidden whole.
+var credentials = regexp.MustCompile(`((?:[A-Za-z][A-Za-z0-9+.-]*)?://[^/@\s:]*):[^/\n]*@`)
 
 // Passwords replaces the passwords of URLs in s: rtsp://user:pw@cam
 // becomes rtsp://user:xxxxx@cam.
