@@ -120,6 +120,7 @@ bench: deps
 	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/ && \
 	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/ && \
 	   $(GO) test -run XXX -bench MultiCameraThroughput -benchtime 2x ./daemon/ && \
+	   $(GO) test -run XXX -bench KeepOverhead -benchtime 1x ./daemon/ && \
 	   $(GO) test -run XXX -bench PrecisionAgreement -benchtime 1x ./tools/finetune/train/; } | tee /dev/stderr | scripts/benchsummary.sh
 
 # Every fuzzer of a parser that reads outside input (scripts/fuzz.sh):

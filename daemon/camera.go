@@ -97,6 +97,11 @@ func (c *camRunner) sample(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
+	if k := c.d.keeper; k != nil {
+		// The keeper's writer waits for the gaps between samples.
+		k.Busy(+1)
+		defer k.Busy(-1)
+	}
 	inf, err := c.infer(ctx)
 	if err != nil {
 		return err

@@ -3,12 +3,16 @@
 package daemon
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"gocv.io/x/gocv"
+
+	"github.com/leafwatch/leafwatch/daemon/samples"
 )
 
 // TestNoLeakedMatsWhenNewFails: when New fails after opening cameras (here
@@ -32,5 +36,29 @@ func TestNoLeakedMatsWhenNewFails(t *testing.T) {
 	}
 	if after := gocv.MatProfile.Count(); after != before {
 		t.Fatalf("%d Mats leaked by a failed New", after-before)
+	}
+}
+
+// TestNoLeakedMatsAfterKeeping: a daemon that kept samples (the keeper
+// swapped frames with the camera, encoded regions, hashed them) leaves no
+// OpenCV matrix behind once it has stopped.
+func TestNoLeakedMatsAfterKeeping(t *testing.T) {
+	before := gocv.MatProfile.Count()
+	r := keepRig(t, "")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if n, _ := r.d.store.Count(t.Context(), samples.Filter{}); n >= 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing kept")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.stop(t)
+	if after := gocv.MatProfile.Count(); after != before {
+		var b bytes.Buffer
+		gocv.MatProfile.WriteTo(&b, 1)
+		t.Fatalf("%d Mats leaked by a daemon that kept samples:\n%s", after-before, b.String())
 	}
 }

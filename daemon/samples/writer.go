@@ -70,6 +70,7 @@ func (k *Keeper) process(j *job, h *hasher, small *gocv.Mat) {
 			k.skip(o.Camera, SkipPerFrame, 1)
 			continue
 		}
+		k.yield()
 		roi := j.frame.Region(box)
 		hash := h.hash(roi)
 		label := r.Top[0].Label
@@ -110,6 +111,7 @@ func (k *Keeper) process(j *job, h *hasher, small *gocv.Mat) {
 	if len(out) == 0 {
 		return
 	}
+	k.yield()
 	w := min(k.opt.FrameWidth, bounds.Dx())
 	hh := max(1, bounds.Dy()*w/bounds.Dx())
 	gocv.Resize(j.frame, small, image.Point{w, hh}, 0, 0, gocv.InterpolationArea)
@@ -121,6 +123,7 @@ func (k *Keeper) process(j *job, h *hasher, small *gocv.Mat) {
 	fr := NewFrame{ID: frameID, Camera: o.Camera, Time: o.Time, Width: bounds.Dx(), Height: bounds.Dy(), JPEG: fjpeg}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	k.yield()
 	if err := k.store.Add(ctx, fr, out); err != nil {
 		k.writeFailed(err)
 		// Not kept: the hourly count gives these back.
