@@ -72,4 +72,6 @@ print("subscriber saw %d label changes and %d alert events" % (labels, alerts))
 if alerts == 0: sys.exit(1)
 ' || echo "demo: no alert reached the subscriber; see $OUT/leafwatchd.log" >&2
 wait $pid || true
+echo "== demo: samples kept for labelling:"
+"$BIN/leafwatchd" samples --state-dir "$OUT/state" summary | sed 's/^/   /'
 echo "== demo: done in $(( $(date +%s) - start ))s; the status page was http://127.0.0.1:8089/ ; daemon log: $OUT/leafwatchd.log"
