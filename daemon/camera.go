@@ -33,6 +33,7 @@ type camRunner struct {
 	lastSeq uint64
 	beat    atomic.Int64     // monotonic time of the loop's last sign of life (Daemon.mono)
 	regions []samples.Region // reused for the keeper's offers
+	said    map[string]bool  // fallback reasons already logged
 
 	mu       sync.Mutex
 	state    mqtt.Classification
@@ -140,6 +141,7 @@ func (c *camRunner) grab(force bool) (time.Time, error) {
 type inference struct {
 	m      *model.Model
 	boxes  []image.Rectangle
+	kinds  []string // frame, tile or leaf, per box (owned by the camera's preprocessor)
 	preds  []model.Prediction
 	engine *engineBox // counted in use until the sample releases it
 }
@@ -163,7 +165,7 @@ func (c *camRunner) infer(ctx context.Context) (inf inference, err error) {
 			c.pp.Close()
 			c.pp = nil
 		}
-		pp, err := vision.NewPreprocessor(key, c.cfg.Tiling)
+		pp, err := vision.NewRegionPreprocessor(key, c.cfg.RegionConfig())
 		if err != nil {
 			return inference{}, err
 		}
@@ -173,6 +175,7 @@ func (c *camRunner) infer(ctx context.Context) (inf inference, err error) {
 	if err != nil {
 		return inference{}, err
 	}
+	c.noteFallback(c.pp.Fallback())
 	t0 := time.Now()
 	preds, err := c.d.classify(ctx, clf, batch, len(boxes))
 	if errors.Is(err, model.ErrEngineFailed) && c.d.fallBack(clf, err) {
@@ -186,7 +189,7 @@ func (c *camRunner) infer(ctx context.Context) (inf inference, err error) {
 	}
 	c.d.met.observeInference(time.Since(t0))
 	c.d.met.samples.WithLabelValues(c.cfg.Name).Inc()
-	return inference{m: clf.Model(), boxes: boxes, preds: preds, engine: box}, nil
+	return inference{m: clf.Model(), boxes: boxes, kinds: c.pp.Kinds(), preds: preds, engine: box}, nil
 }
 
 // decision is the camera's answer for one sample and the events it caused.
@@ -257,6 +260,27 @@ func (c *camRunner) publish(m *model.Model, d decision, jpeg []byte, at time.Tim
 			}
 		}
 		c.d.emit(c, alertPayload(c.cfg.Name, e, m.Meta.Version, snapshot))
+	}
+}
+
+// noteFallback counts a frame whose leaves could not be used and says so
+// in the log the first time for each reason.
+func (c *camRunner) noteFallback(why string) {
+	if why == "" {
+		return
+	}
+	c.d.met.regionFallbacks.WithLabelValues(c.cfg.Name, why).Inc()
+	if c.said == nil {
+		c.said = map[string]bool{}
+	}
+	if !c.said[why] {
+		c.said[why] = true
+		what := "the tiling"
+		if !c.cfg.Tiling.Enabled() {
+			what = "the whole frame"
+		}
+		c.d.log.Info("no leaves found in a frame; classifying "+what+" instead (said once per reason; leafwatch_region_fallbacks_total counts them)",
+			"camera", c.cfg.Name, "reason", why)
 	}
 }
 

@@ -96,9 +96,19 @@ type CameraConfig struct {
 	Name     string         `yaml:"name"`
 	Source   string         `yaml:"source"`
 	Interval time.Duration  `yaml:"interval"`
+	// Regions: "leaves" (find the leaves, classify each) or "tiles" (the
+	// tiling's grid). Leaves fall back to the tiling (or the whole frame)
+	// on frames without colour or vegetation.
+	Regions  string         `yaml:"regions"`
+	Leaves   vision.Leaves  `yaml:"leaves"`
 	Tiling   vision.Tiling  `yaml:"tiling"`
 	Decision DecisionConfig `yaml:"decision"`
 	Keep     samples.Config `yaml:"keep"` // which samples to keep for labelling
+}
+
+// RegionConfig is the camera's regions for the preprocessor.
+func (c CameraConfig) RegionConfig() vision.Regions {
+	return vision.Regions{Mode: c.Regions, Tiling: c.Tiling, Leaves: c.Leaves}
 }
 
 // DecisionConfig decides when a disease is really there.
@@ -126,7 +136,7 @@ func DefaultConfig() Config {
 
 // DefaultCamera holds the per-camera defaults.
 func DefaultCamera() CameraConfig {
-	return CameraConfig{Interval: 5 * time.Second, Decision: DefaultDecision(), Keep: samples.DefaultConfig()}
+	return CameraConfig{Interval: 5 * time.Second, Regions: vision.RegionsLeaves, Leaves: vision.DefaultLeaves(), Decision: DefaultDecision(), Keep: samples.DefaultConfig()}
 }
 
 // DefaultDecision: 3 of the last 5 samples at ≥ 70 % confidence, one alert
@@ -204,6 +214,10 @@ func (c *Config) applyDefaults(root *yaml.Node) {
 			cam.Decision.Cooldown = def.Decision.Cooldown
 		}
 		fillAbsent(root, []string{"cameras", idx, "keep"}, &cam.Keep, def.Keep)
+		fillAbsent(root, []string{"cameras", idx, "leaves"}, &cam.Leaves, def.Leaves)
+		if !present(root, "cameras", idx, "regions") {
+			cam.Regions = def.Regions
+		}
 	}
 	if c.MQTT.Device == "" {
 		c.MQTT.Device = c.Device
@@ -400,6 +414,13 @@ func (c *Config) validate(root *yaml.Node) []string {
 		}
 		if err := cam.Tiling.Validate(); err != nil {
 			add(err.Error(), "cameras", idx, "tiling")
+		}
+		if cam.Regions != vision.RegionsLeaves && cam.Regions != vision.RegionsTiles {
+			add(fmt.Sprintf("%q: use leaves or tiles", cam.Regions), "cameras", idx, "regions")
+		} else if err := cam.Leaves.Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				add(e.Error(), "cameras", idx, "leaves")
+			}
 		}
 		d := cam.Decision
 		if !(d.Threshold > 0 && d.Threshold <= 1) {

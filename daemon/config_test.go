@@ -8,6 +8,7 @@ import (
 
 	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/mqtt"
+	"github.com/leafwatch/leafwatch/vision"
 )
 
 // TestExampleConfigStatesTheDefaults: the documented leafwatchd.yaml and
@@ -53,6 +54,18 @@ func TestConfigDefaultsApplyOnlyToAbsentKeys(t *testing.T) {
 	ex, err := ParseConfig("example", []byte(DefaultConfigYAML()))
 	if err != nil || !reflect.DeepEqual(ex.Cameras[0].Keep, samples.DefaultConfig()) {
 		t.Errorf("the example camera's keep is not the default: %+v (%v)", ex.Cameras[0].Keep, err)
+	}
+	if ex.Cameras[0].Regions != DefaultCamera().Regions || !reflect.DeepEqual(ex.Cameras[0].Leaves, vision.DefaultLeaves()) {
+		t.Errorf("the example camera's regions are not the default: %q %+v", ex.Cameras[0].Regions, ex.Cameras[0].Leaves)
+	}
+	if c := cfg.Cameras[0]; c.Regions != "leaves" || !reflect.DeepEqual(c.Leaves, vision.DefaultLeaves()) {
+		t.Errorf("regions default: %q %+v", c.Regions, c.Leaves)
+	}
+	if _, err := ParseConfig("x", []byte(base+"    regions: blobs\n")); err == nil || !strings.Contains(err.Error(), `regions: "blobs": use leaves or tiles`) {
+		t.Errorf("regions blobs: %v", err)
+	}
+	if _, err := ParseConfig("x", []byte(base+"    leaves: {max_regions: 0}\n")); err == nil || !strings.Contains(err.Error(), "max_regions 0") {
+		t.Errorf("max_regions 0: %v", err)
 	}
 	if _, err := ParseConfig("x", []byte(base+"    keep: {max_per_hour: 0}\n")); err == nil || !strings.Contains(err.Error(), "line 4: cameras.0.keep: max_per_hour 0") {
 		t.Errorf("max_per_hour 0: %v", err)

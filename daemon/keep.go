@@ -51,23 +51,21 @@ func (c *camRunner) keep(inf inference, d decision, at time.Time) {
 	for i, b := range inf.boxes {
 		p := inf.preds[i]
 		decided := c.dec.Label(p.Best())
-		o.Regions = append(o.Regions, samples.Region{Box: b, Kind: c.regionKind(i, len(inf.boxes)), Top: topN(p, inf.m.Meta.Labels, 5),
+		o.Regions = append(o.Regions, samples.Region{Box: b, Kind: inf.kinds[i], Top: topN(p, inf.m.Meta.Labels, 5),
 			Decided: decided, Threshold: c.dec.Threshold(p.Best().Label), Disease: IsDisease(decided)})
 	}
 	c.regions = o.Regions
 	k.Offer(o)
 }
 
-// regionKind names region i of n: with tiling and full, the first is the
-// whole frame; without tiling the only region is.
-func (c *camRunner) regionKind(i, n int) string {
-	if n == 1 || (c.cfg.Tiling.Full && i == 0) {
-		return "frame"
-	}
-	return "tile"
-}
-
+// regionMode is how the frame was cut, for the sample's record.
 func (c *camRunner) regionMode() string {
+	if c.pp != nil && c.pp.Fallback() != "" {
+		return "fallback:" + c.pp.Fallback()
+	}
+	if c.cfg.Regions == "leaves" {
+		return "leaves"
+	}
 	if c.cfg.Tiling.Enabled() {
 		return "tiles"
 	}

@@ -28,6 +28,7 @@ type metrics struct {
 
 	engineFallbacks prometheus.Counter
 	keep            *samplesMetrics
+	regionFallbacks *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -45,7 +46,10 @@ func newMetrics() *metrics {
 		engineFallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "leafwatch_engine_fallbacks_total",
 			Help: "Times a failed engine (a lost CUDA context) was replaced by the CPU engine."}),
 		keep: newSamplesMetrics(),
+		regionFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leafwatch_region_fallbacks_total",
+			Help: "Frames classified by their tiles (or whole) because no leaves could be found: no_colour (night, infrared, a grey camera) or no_vegetation."}, []string{"camera", "reason"}),
 	}
+	m.reg.MustRegister(m.regionFallbacks)
 	m.reg.MustRegister(m.keep.collectors()...)
 	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.reloading, m.modelInfo, m.engineInfo, m.engineFallbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -30,12 +30,23 @@ func classification(camera string, dec *Decider, inf inference, best int, at tim
 		cls.Top = append(cls.Top, mqtt.Scored{Label: s.Label, Prob: s.Prob})
 	}
 	var marks []vision.TileMark
-	if len(inf.boxes) > 1 {
+	if len(inf.boxes) > 1 || (len(inf.kinds) == 1 && inf.kinds[0] == vision.KindLeaf) {
+		leaves := false
 		for i, b := range inf.boxes {
 			pb := inf.preds[i].Best()
 			l := dec.Label(pb)
-			cls.Tiles = append(cls.Tiles, mqtt.TileResult{Box: [4]int{b.Min.X, b.Min.Y, b.Dx(), b.Dy()}, Label: l, Confidence: pb.Prob})
+			box := [4]int{b.Min.X, b.Min.Y, b.Dx(), b.Dy()}
+			kind := vision.KindTile
+			if i < len(inf.kinds) {
+				kind = inf.kinds[i]
+			}
+			leaves = leaves || kind == vision.KindLeaf
+			cls.Regions = append(cls.Regions, mqtt.RegionResult{Box: box, Kind: kind, Label: l, Confidence: pb.Prob})
+			cls.Tiles = append(cls.Tiles, mqtt.TileResult{Box: box, Label: l, Confidence: pb.Prob})
 			marks = append(marks, vision.TileMark{Box: b, Label: l, Confidence: pb.Prob, Alert: IsDisease(l)})
+		}
+		if leaves {
+			cls.Tiles = nil // the tiles key keeps meaning tiles
 		}
 	}
 	return cls, marks

@@ -15,6 +15,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/leafwatch/leafwatch/internal/greenhouse"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
 	"github.com/leafwatch/leafwatch/vision"
@@ -26,8 +27,10 @@ import (
 // model inputs and probabilities — for each preprocessing case a checkpoint
 // can carry (centre crop after resize, squash with resize 0; 224 and 227
 // inputs) and for the whole frame and its tiles, and with the daemon's
-// precision set to fp16 and predict's --precision to match. Training's
-// random crops use the same routine with other offsets.
+// precision set to fp16 and predict's --precision to match — and for the
+// leaves a camera with regions: leaves finds on a greenhouse bench
+// (finetune predict --regions leaves). Training's random crops use the
+// same routine with other offsets.
 func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full AlexNet in -short mode")
@@ -37,9 +40,16 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 	writeLeafFrame(t, frame, 1000, 750)
 	labels := []string{"Tomato___healthy", "Tomato___Late_blight", "Tomato___Early_blight", "Tomato___Leaf_Mold", "Tomato___Target_Spot"}
 	tilings := map[string]string{
-		"whole": "",
-		"tiles": "    tiling: {rows: 2, cols: 3, overlap: 0.25, full: true}\n",
+		"whole":  "    regions: tiles\n",
+		"tiles":  "    regions: tiles\n    tiling: {rows: 2, cols: 3, overlap: 0.25, full: true}\n",
+		"leaves": "    regions: leaves\n    leaves: {full: true, max_regions: 4}\n",
 	}
+	// The leaves case sees a greenhouse bench (the others the leaf frame).
+	bench := filepath.Join(dir, "bench", "bench.png")
+	os.MkdirAll(filepath.Dir(bench), 0o755)
+	scene := greenhouse.NewLayout(greenhouse.Default(labels, 5)).Render(greenhouse.Jitter{})
+	gocv.IMWrite(bench, scene.Frame)
+	scene.Close()
 	cases := []struct {
 		name    string
 		variant model.Variant
@@ -66,8 +76,12 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 			t.Fatal(err)
 		}
 		for tname, tyaml := range tilings {
-			if tname == "tiles" && os.Getenv("LEAFWATCH_EMULATED") != "" {
+			if tname != "whole" && os.Getenv("LEAFWATCH_EMULATED") != "" {
 				continue // 15 AlexNet passes per case: the host runs them; whole frames suffice here
+			}
+			frame := frame
+			if tname == "leaves" {
+				frame = bench
 			}
 			t.Run(tc.name+"/"+tname, func(t *testing.T) {
 				yaml := fmt.Sprintf("device: id\nmodel: %s\nstate_dir: %s\nlisten: 127.0.0.1:0\nbroker: embedded\nembedded_broker: {address: 127.0.0.1:0}\ntop_k: %d\n"+
@@ -104,7 +118,7 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				p, err := train.NewPredictor(loaded, c.cfg.Tiling, tc.prec)
+				p, err := train.NewPredictor(loaded, c.cfg.RegionConfig(), tc.prec)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -113,8 +127,11 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !slices.Equal(got.Boxes, inf.boxes) {
-					t.Fatalf("regions: predict %v, daemon %v", got.Boxes, inf.boxes)
+				if !slices.Equal(got.Boxes, inf.boxes) || !slices.Equal(got.Kinds, inf.kinds) {
+					t.Fatalf("regions: predict %v %v, daemon %v %v", got.Boxes, got.Kinds, inf.boxes, inf.kinds)
+				}
+				if tname == "leaves" && (got.Fallback != "" || len(got.Boxes) < 3 || got.Kinds[1] != vision.KindLeaf) {
+					t.Fatalf("no leaves found on the bench: %v %v (%s)", got.Boxes, got.Kinds, got.Fallback)
 				}
 				if i := firstDiff(got.Input, daemonX); i >= 0 {
 					t.Fatalf("model input differs at %d: predict %v, daemon %v", i, got.Input[i], daemonX[i])

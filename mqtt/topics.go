@@ -38,17 +38,27 @@ type TileResult struct {
 	Confidence float32 `json:"confidence"`
 }
 
+// RegionResult is the prediction for one region of a frame: a leaf, a
+// tile, or the whole frame.
+type RegionResult struct {
+	Box        [4]int  `json:"box"`  // x, y, width, height in frame pixels
+	Kind       string  `json:"kind"` // leaf, tile or frame
+	Label      string  `json:"label"`
+	Confidence float32 `json:"confidence"`
+}
+
 // Classification is a camera's latest result, published retained.
 type Classification struct {
-	Camera     string       `json:"camera"`
-	Label      string       `json:"label"`      // "uncertain" below the threshold
-	Display    string       `json:"display"`    // human-readable label
-	Confidence float32      `json:"confidence"` // of the best class
-	Disease    bool         `json:"disease"`    // an alert is active for this camera
-	Top        []Scored     `json:"top"`        // best first
-	Tiles      []TileResult `json:"tiles,omitempty"`
-	Model      string       `json:"model_version"`
-	FrameTime  time.Time    `json:"frame_time"`
+	Camera     string         `json:"camera"`
+	Label      string         `json:"label"`           // "uncertain" below the threshold
+	Display    string         `json:"display"`         // human-readable label
+	Confidence float32        `json:"confidence"`      // of the best class
+	Disease    bool           `json:"disease"`         // an alert is active for this camera
+	Top        []Scored       `json:"top"`             // best first
+	Tiles      []TileResult   `json:"tiles,omitempty"` // tiles mode only (kept for existing dashboards); Regions holds every mode
+	Regions    []RegionResult `json:"regions,omitempty"`
+	Model      string         `json:"model_version"`
+	FrameTime  time.Time      `json:"frame_time"`
 }
 
 // Alert phases.

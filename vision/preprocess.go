@@ -74,28 +74,82 @@ func (t Tiling) Boxes(w, h int) []image.Rectangle {
 	return out
 }
 
-// Preprocessor turns BGR frames into NCHW float32 batches of the frame's
-// regions (Tiling), each through Prepare with a centred crop. It keeps its
-// buffers between frames, so the steady state allocates nothing; it is not
-// safe for concurrent use (one per camera).
-type Preprocessor struct {
-	p       Preprocess
-	tiling  Tiling
-	scratch *Scratch
-	out     []float32
-	boxes   []image.Rectangle
-	size    image.Point
+// Region modes: which parts of a frame are classified.
+const (
+	RegionsTiles  = "tiles"  // a grid of overlapping crops (Tiling)
+	RegionsLeaves = "leaves" // the leaves found in the frame (Leaves); the tiling when none is found
+)
+
+// Regions choose the parts of a frame that are classified.
+type Regions struct {
+	Mode   string // RegionsTiles or RegionsLeaves
+	Tiling Tiling // the tiles, and the leaves' fallback
+	Leaves Leaves
 }
 
-// NewPreprocessor validates the settings and prepares buffers.
+// Validate checks the settings.
+func (r Regions) Validate() error {
+	if err := r.Tiling.Validate(); err != nil {
+		return err
+	}
+	switch r.Mode {
+	case RegionsTiles:
+		return nil
+	case RegionsLeaves:
+		return r.Leaves.Validate()
+	}
+	return fmt.Errorf("regions %q: use leaves or tiles", r.Mode)
+}
+
+// Region kinds, as samples and payloads name them.
+const (
+	KindFrame = "frame"
+	KindTile  = "tile"
+	KindLeaf  = "leaf"
+)
+
+// Preprocessor turns BGR frames into NCHW float32 batches of the frame's
+// regions (leaves or tiles), each through Prepare with a centred crop. It
+// keeps its buffers between frames, so the steady state allocates nothing;
+// it is not safe for concurrent use (one per camera).
+type Preprocessor struct {
+	p        Preprocess
+	regions  Regions
+	finder   *LeafFinder // leaves mode
+	scratch  *Scratch
+	out      []float32
+	tiles    []image.Rectangle // the tiling's boxes for size
+	boxes    []image.Rectangle // the last frame's regions
+	kinds    []string
+	fallback string
+	size     image.Point
+}
+
+// NewPreprocessor prepares tiles (t zero: the whole frame only).
 func NewPreprocessor(p Preprocess, t Tiling) (*Preprocessor, error) {
+	return NewRegionPreprocessor(p, Regions{Mode: RegionsTiles, Tiling: t})
+}
+
+// NewRegionPreprocessor validates the settings and prepares buffers.
+func NewRegionPreprocessor(p Preprocess, r Regions) (*Preprocessor, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if err := t.Validate(); err != nil {
+	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	return &Preprocessor{p: p, tiling: t, scratch: NewScratch()}, nil
+	pp := &Preprocessor{p: p, regions: r, scratch: NewScratch()}
+	if r.Mode == RegionsLeaves {
+		f, err := NewLeafFinder(r.Leaves)
+		if err != nil {
+			pp.scratch.Close()
+			return nil, err
+		}
+		pp.finder = f
+		n := r.Leaves.MaxRegions + 1
+		pp.boxes, pp.kinds = make([]image.Rectangle, 0, n), make([]string, 0, n)
+	}
+	return pp, nil
 }
 
 // Validate checks a model's preprocessing metadata.
@@ -115,7 +169,21 @@ func (p Preprocess) Validate() error {
 }
 
 // Close frees the OpenCV buffers.
-func (pp *Preprocessor) Close() { pp.scratch.Close() }
+func (pp *Preprocessor) Close() {
+	pp.scratch.Close()
+	if pp.finder != nil {
+		pp.finder.Close()
+	}
+}
+
+// Kinds names the last frame's regions (KindFrame, KindTile, KindLeaf),
+// in batch order; owned by the Preprocessor.
+func (pp *Preprocessor) Kinds() []string { return pp.kinds }
+
+// Fallback says why the last frame's leaves were not used
+// (FallbackNoColour, FallbackNoVegetation), "" when they were or in tiles
+// mode.
+func (pp *Preprocessor) Fallback() string { return pp.fallback }
 
 // ImageLen is the number of floats per image in the batch.
 func (pp *Preprocessor) ImageLen() int { return 3 * pp.p.InputSize * pp.p.InputSize }
@@ -129,10 +197,20 @@ func (pp *Preprocessor) Run(frame gocv.Mat) ([]float32, []image.Rectangle, error
 	w, h := frame.Cols(), frame.Rows()
 	if (image.Point{w, h}) != pp.size {
 		pp.size = image.Point{w, h}
-		pp.boxes = pp.tiling.Boxes(w, h)
-		if n := len(pp.boxes) * pp.ImageLen(); cap(pp.out) < n {
-			pp.out = make([]float32, n)
+		pp.tiles = pp.regions.Tiling.Boxes(w, h)
+		n := len(pp.tiles)
+		if pp.finder != nil {
+			n = max(n, pp.regions.Leaves.MaxRegions+1)
 		}
+		if cap(pp.out) < n*pp.ImageLen() {
+			pp.out = make([]float32, n*pp.ImageLen())
+		}
+		if cap(pp.boxes) < n {
+			pp.boxes, pp.kinds = make([]image.Rectangle, 0, n), make([]string, 0, n)
+		}
+	}
+	if err := pp.choose(frame); err != nil {
+		return nil, nil, err
 	}
 	il := pp.ImageLen()
 	out := pp.out[:len(pp.boxes)*il]
@@ -142,4 +220,38 @@ func (pp *Preprocessor) Run(frame gocv.Mat) ([]float32, []image.Rectangle, error
 		}
 	}
 	return out, pp.boxes, nil
+}
+
+// choose sets the frame's regions: its leaves in leaves mode (with the
+// whole frame first when Leaves.Full), else — and when no leaf is found —
+// the tiling's boxes.
+func (pp *Preprocessor) choose(frame gocv.Mat) error {
+	pp.boxes, pp.kinds, pp.fallback = pp.boxes[:0], pp.kinds[:0], ""
+	if pp.finder != nil {
+		found, why, err := pp.finder.Find(frame)
+		if err != nil {
+			return err
+		}
+		if why == "" {
+			if pp.regions.Leaves.Full {
+				pp.boxes = append(pp.boxes, image.Rect(0, 0, frame.Cols(), frame.Rows()))
+				pp.kinds = append(pp.kinds, KindFrame)
+			}
+			for _, l := range found {
+				pp.boxes = append(pp.boxes, l.Box)
+				pp.kinds = append(pp.kinds, KindLeaf)
+			}
+			return nil
+		}
+		pp.fallback = why
+	}
+	for i, b := range pp.tiles {
+		pp.boxes = append(pp.boxes, b)
+		if len(pp.tiles) == 1 || (pp.regions.Tiling.Full && i == 0) {
+			pp.kinds = append(pp.kinds, KindFrame)
+		} else {
+			pp.kinds = append(pp.kinds, KindTile)
+		}
+	}
+	return nil
 }

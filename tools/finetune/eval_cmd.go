@@ -63,6 +63,10 @@ func cmdPredict(ctx context.Context, args []string) error {
 	fs.IntVar(&tiling.Cols, "tile-cols", 0, "columns of tiles")
 	fs.Float64Var(&tiling.Overlap, "tile-overlap", 0, "fraction of a tile shared with its neighbour (0..0.9)")
 	fs.BoolVar(&tiling.Full, "tile-full", false, "also classify the whole image, as the first region")
+	regions := fs.String("regions", "tiles", "leaves (find the leaves and classify each, as a camera with regions: leaves; falls back to the tiling) or tiles")
+	leaves := vision.DefaultLeaves()
+	fs.IntVar(&leaves.MaxRegions, "leaves-max", leaves.MaxRegions, "leaves: at most this many per image, largest first")
+	fs.BoolVar(&leaves.Full, "leaves-full", false, "leaves: also classify the whole image, as the first region")
 	prec := fs.String("precision", "fp32", "the CPU engine's FC weights as leafwatchd's precision: fp32, fp16, bf16 or int8")
 	fs.Parse(args)
 	if *ckpt == "" || fs.NArg() == 0 {
@@ -80,7 +84,7 @@ func cmdPredict(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := train.NewPredictor(m, tiling, precision)
+	p, err := train.NewPredictor(m, vision.Regions{Mode: *regions, Tiling: tiling, Leaves: leaves}, precision)
 	if err != nil {
 		return fmt.Errorf("predict: %w", err)
 	}
@@ -103,11 +107,14 @@ func predictFiles(ctx context.Context, out, errs io.Writer, p *train.Predictor, 
 			continue
 		}
 		fmt.Fprintln(out, f)
+		if res.Fallback != "" {
+			fmt.Fprintf(out, "  (no leaves: %s; the tiling or the whole image instead)\n", res.Fallback)
+		}
 		for i, pr := range res.Preds {
 			indent := "  "
-			if len(res.Boxes) > 1 {
+			if len(res.Boxes) > 1 || res.Kinds[i] == vision.KindLeaf {
 				b := res.Boxes[i]
-				fmt.Fprintf(out, "  region %d [%d,%d,%d,%d]\n", i, b.Min.X, b.Min.Y, b.Max.X, b.Max.Y)
+				fmt.Fprintf(out, "  region %d %s [%d,%d,%d,%d]\n", i, res.Kinds[i], b.Min.X, b.Min.Y, b.Max.X, b.Max.Y)
 				indent = "    "
 			}
 			for _, s := range pr.Top {

@@ -34,7 +34,8 @@ Commands:
   finetune train   --data DIR --out DIR [--base CKPT] [options]  fine-tune (see finetune train -h)
   finetune train   --resume DIR/state.safetensors [--epochs N]   continue (or extend) a run with its settings
   finetune eval    --model CKPT --data DIR --out DIR            accuracy, macro-F1, confusion matrix
-  finetune predict --model CKPT [--top K] [--tile-rows R --tile-cols C] [--precision P] IMAGE...   classify files as leafwatchd would
+  finetune predict --model CKPT [--top K] [--regions leaves|tiles] [--tile-rows R --tile-cols C] [--precision P] IMAGE...
+                   classify files as leafwatchd would
 
 Options:
   --help       show this help and exit

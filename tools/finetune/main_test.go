@@ -138,7 +138,7 @@ func TestPredictNamesAFileOnce(t *testing.T) {
 	os.WriteFile(bad, b[:len(b)/3], 0o644)
 	m, _ := model.NewRandom(model.TorchVision, 2, 1)
 	m.Meta.Labels = []string{"Tomato___healthy", "Tomato___Late_blight"}
-	p, err := train.NewPredictor(m, vision.Tiling{}, "")
+	p, err := train.NewPredictor(m, vision.Regions{}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,15 +20,19 @@ type Predictor struct {
 	img gocv.Mat
 }
 
-// NewPredictor prepares m with the tiling a camera would use (zero: the
-// whole image only) and the CPU engine's FC precision the daemon is
-// configured with ("" is fp32, the daemon's default).
-func NewPredictor(m *model.Model, tiling vision.Tiling, prec model.Precision) (*Predictor, error) {
+// NewPredictor prepares m with the regions a camera would use (its
+// leaves, or its tiling; a zero Regions: the whole image only) and the CPU
+// engine's FC precision the daemon is configured with ("" is fp32, the
+// daemon's default).
+func NewPredictor(m *model.Model, regions vision.Regions, prec model.Precision) (*Predictor, error) {
 	p, err := model.ParsePrecision(string(prec))
 	if err != nil {
 		return nil, err
 	}
-	pp, err := vision.NewPreprocessor(PreprocessOf(m.Meta), tiling)
+	if regions.Mode == "" {
+		regions.Mode = vision.RegionsTiles
+	}
+	pp, err := vision.NewRegionPreprocessor(PreprocessOf(m.Meta), regions)
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +49,9 @@ func (p *Predictor) Close() {
 // daemon's batch order, and the model input they came from.
 type Prediction struct {
 	Boxes []image.Rectangle
+	Kinds []string // leaf, tile or frame, per box
+	// Fallback says why leaves were not used ("" when they were).
+	Fallback string
 	Preds []model.Prediction
 	Input []float32 // owned by the Predictor; valid until the next call
 }
@@ -62,5 +69,5 @@ func (p *Predictor) Predict(ctx context.Context, path string, topK int) (Predict
 	if err != nil {
 		return Prediction{}, err
 	}
-	return Prediction{Boxes: boxes, Preds: preds, Input: x}, nil
+	return Prediction{Boxes: boxes, Kinds: p.pp.Kinds(), Fallback: p.pp.Fallback(), Preds: preds, Input: x}, nil
 }

@@ -2,7 +2,6 @@ package train
 
 import (
 	"fmt"
-	"hash/fnv"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -11,60 +10,26 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/internal/phenotype"
 )
-
-// classLook is what makes one synthetic class recognisable: leaf shape and
-// colour from the crop, a lesion pattern from the condition.
-type classLook struct {
-	aspect, lobes float64
-	leaf          [3]float64 // RGB 0..1
-	pattern       int        // 0 healthy, 1 spots, 2 rings, 3 blotch, 4 powder, 5 mosaic, 6 yellow edge
-	spot          [3]float64
-	spotR         float64
-	spots         int
-}
-
-func hash01(s string, salt string) float64 {
-	h := fnv.New64a()
-	h.Write([]byte(salt + s))
-	return float64(h.Sum64()%1000003) / 1000003
-}
-
-func lookFor(label string) classLook {
-	crop, cond := model.SplitLabel(label)
-	l := classLook{
-		aspect: 0.45 + 0.4*hash01(crop, "a"),
-		lobes:  math.Floor(hash01(crop, "l") * 4),
-		leaf:   [3]float64{0.15 + 0.25*hash01(crop, "r"), 0.45 + 0.35*hash01(crop, "g"), 0.1 + 0.2*hash01(crop, "b")},
-	}
-	if model.IsHealthy(label) {
-		return l
-	}
-	l.pattern = 1 + int(hash01(cond, "p")*6)
-	l.spot = [3]float64{0.3 + 0.6*hash01(cond, "sr"), 0.1 + 0.6*hash01(cond, "sg"), 0.05 + 0.3*hash01(cond, "sb")}
-	l.spotR = 3 + 12*hash01(cond, "rad")
-	l.spots = 6 + int(20*hash01(cond, "n"))
-	return l
-}
 
 // SynthLeaf draws one 256×256 PlantVillage-like image of a class.
 func SynthLeaf(label string, rng *rand.Rand) image.Image {
 	const size = 256
-	l := lookFor(label)
+	l := phenotype.For(label)
 	img := image.NewRGBA(image.Rect(0, 0, size, size))
 	bg := [3]float64{0.35 + 0.2*rng.Float64(), 0.3 + 0.15*rng.Float64(), 0.25 + 0.1*rng.Float64()}
 	cx, cy := 128+rng.NormFloat64()*10, 128+rng.NormFloat64()*10
 	ry := 95 + rng.Float64()*20
-	rx := ry * l.aspect
+	rx := ry * l.Aspect
 	rot := rng.Float64() * math.Pi
 	cr, sr := math.Cos(rot), math.Sin(rot)
 	light := 0.85 + 0.3*rng.Float64()
 	type spot struct{ x, y, r float64 }
 	var spots []spot
-	for i := 0; i < l.spots; i++ {
+	for i := 0; i < l.Spots; i++ {
 		a, d := rng.Float64()*2*math.Pi, math.Sqrt(rng.Float64())*0.85
-		spots = append(spots, spot{math.Cos(a) * d, math.Sin(a) * d, l.spotR * (0.6 + 0.8*rng.Float64()) / ry})
+		spots = append(spots, spot{math.Cos(a) * d, math.Sin(a) * d, l.SpotR * (0.6 + 0.8*rng.Float64()) / ry})
 	}
 	for y := 0; y < size; y++ {
 		for x := 0; x < size; x++ {
@@ -72,30 +37,30 @@ func SynthLeaf(label string, rng *rand.Rand) image.Image {
 			u := (dx*cr + dy*sr) / rx  // across the leaf
 			v := (-dx*sr + dy*cr) / ry // along the leaf
 			ang := math.Atan2(v, u)
-			edge := 1 + 0.08*l.lobes*math.Cos(l.lobes*2*ang)
+			edge := 1 + 0.08*l.Lobes*math.Cos(l.Lobes*2*ang)
 			r2 := u*u + v*v
 			var c [3]float64
 			if r2 > edge*edge {
 				n := 0.06 * (rng.Float64() - 0.5)
 				c = [3]float64{bg[0] + n, bg[1] + n, bg[2] + n}
 			} else {
-				c = l.leaf
+				c = l.Leaf
 				vein := math.Exp(-u*u*400) + 0.5*math.Exp(-math.Pow(math.Mod(v*6+u*3+10, 1)-0.5, 2)*200)*math.Exp(-u*u*4)
 				for i := range c {
 					c[i] += 0.12 * vein
 				}
-				switch l.pattern {
+				switch l.Pattern {
 				case 1, 2, 3:
 					for _, s := range spots {
-						d := math.Hypot(u*l.aspect-s.x*l.aspect, v-s.y) / s.r
+						d := math.Hypot(u*l.Aspect-s.x*l.Aspect, v-s.y) / s.r
 						scale := 1.0
-						if l.pattern == 3 {
+						if l.Pattern == 3 {
 							scale = 2.5
 						}
 						d /= scale
-						if d < 1 && (l.pattern != 2 || d > 0.55) {
-							c = l.spot
-						} else if d < 1.4 && l.pattern != 3 {
+						if d < 1 && (l.Pattern != 2 || d > 0.55) {
+							c = l.Spot
+						} else if d < 1.4 && l.Pattern != 3 {
 							for i := range c {
 								c[i] = 0.5*c[i] + 0.5*[3]float64{0.8, 0.75, 0.2}[i]
 							}
@@ -113,7 +78,7 @@ func SynthLeaf(label string, rng *rand.Rand) image.Image {
 					}
 				case 6:
 					if r2 > 0.55*edge*edge {
-						c = [3]float64{0.85*l.spot[0] + 0.1, 0.75, 0.15}
+						c = [3]float64{0.85*l.Spot[0] + 0.1, 0.75, 0.15}
 					}
 				}
 			}
