@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/leafwatch/leafwatch/internal/fieldset"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
 	"github.com/leafwatch/leafwatch/vision"
@@ -17,9 +18,9 @@ import (
 func cmdEval(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("eval", flag.ExitOnError)
 	ckpt := fs.String("model", "", "checkpoint")
-	data := fs.String("data", "", "image folder (its val/ part, or a seeded split)")
+	data := fs.String("data", "", "image folder (its val/ part, or a seeded split; every image with --val 1), or a device's export (every labelled sample)")
 	out := fs.String("out", "", "folder for confusion.csv, report.csv, confusion.png")
-	valFrac := fs.Float64("val", 0.2, "validation fraction when DATA has no train/ and val/")
+	valFrac := fs.Float64("val", 0.2, "validation fraction when DATA has no train/ and val/; 1 evaluates every image (a test folder)")
 	seed := fs.Uint64("seed", 1, "split seed (use the training run's)")
 	fs.Parse(args)
 	if *ckpt == "" || *data == "" || *out == "" {
@@ -29,28 +30,99 @@ func cmdEval(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ds, err := train.LoadFolder(*data, *valFrac, *seed)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fmt.Errorf("output folder %s: %w", *out, err)
+	}
+	if fieldset.IsExport(*data) {
+		return evalExport(ctx, m, *data, *out)
+	}
+	var ds *train.Dataset
+	if *valFrac == 1 {
+		// A test folder: every image is evaluated.
+		if ds, err = train.LoadFolder(*data, 0.5, *seed); err == nil {
+			ds.Test, ds.Val = append(ds.Train, ds.Val...), nil
+			ds.Train = nil
+		}
+	} else {
+		ds, err = train.LoadFolder(*data, *valFrac, *seed)
+	}
 	if err != nil {
 		return err
 	}
 	if strings.Join(ds.Classes, "\n") != strings.Join(m.Meta.Labels, "\n") {
 		return fmt.Errorf("the dataset's classes (%d) are not the checkpoint's labels (%d) in the same order", len(ds.Classes), len(m.Meta.Labels))
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return fmt.Errorf("output folder %s: %w", *out, err)
-	}
 	res, err := train.WriteReports(ctx, *out, m, ds, 16, 2)
 	if err != nil {
 		return err
 	}
-	skipped := append(append([]string(nil), ds.Skipped...), res.Confusion.Skipped...)
+	rep, conf := res.Best, res.Confusion
+	if *valFrac == 1 {
+		rep, conf = res.Test, res.TestConfusion
+	}
+	skipped := append(append([]string(nil), ds.Skipped...), conf.Skipped...)
 	for _, s := range skipped {
 		fmt.Fprintln(os.Stderr, "skipped:", s)
 	}
-	fmt.Printf("accuracy %.4f  macro-F1 %.4f  (%d images evaluated, %d files skipped)\n", res.Best.Accuracy, res.Best.MacroF1, res.Best.Total, len(skipped))
-	for _, c := range res.Best.PerClass {
+	fmt.Printf("accuracy %.4f  macro-F1 %.4f  (%d images evaluated, %d files skipped)\n", rep.Accuracy, rep.MacroF1, rep.Total, len(skipped))
+	printClasses(rep)
+	return nil
+}
+
+func printClasses(rep train.Report) {
+	for _, c := range rep.PerClass {
+		if c.Support == 0 && c.Precision == 0 {
+			continue
+		}
 		fmt.Printf("  %-55s P %.3f  R %.3f  F1 %.3f  n=%d\n", c.Class, c.Precision, c.Recall, c.F1, c.Support)
 	}
+}
+
+// evalExport evaluates every labelled sample of a device's export (a
+// greenhouse's own test set) and compares with the answers the model that
+// kept them gave, from the records: "this greenhouse: 41% → 78%".
+func evalExport(ctx context.Context, m *model.Model, dir, out string) error {
+	ds, foreign, err := train.LoadExport(dir, m.Meta.Labels)
+	if err != nil {
+		return err
+	}
+	for _, f := range foreign {
+		fmt.Fprintln(os.Stderr, "not a class of this model, left out:", f)
+	}
+	res, err := train.WriteReports(ctx, out, m, ds, 16, 2)
+	if err != nil {
+		return err
+	}
+	for _, s := range res.TestConfusion.Skipped {
+		fmt.Fprintln(os.Stderr, "skipped:", s)
+	}
+	rep := res.Test
+	fmt.Printf("this greenhouse (%s): accuracy %.4f, macro-F1 %.4f on %d labelled samples", dir, rep.Accuracy, rep.MacroF1, rep.Total)
+	if res.TestKeptWith >= 0 {
+		fmt.Printf("; the model that kept them: %.4f (%s → %s: %.0f%% → %.0f%%)", res.TestKeptWith, "kept-with", m.Meta.Version, 100*res.TestKeptWith, 100*rep.Accuracy)
+	}
+	fmt.Println()
+	var base []train.Sample
+	for _, s := range ds.Test {
+		if s.Baseline {
+			base = append(base, s)
+		}
+	}
+	if len(base) > 0 {
+		b := *ds
+		b.Test = base
+		br, err := train.WriteReports(ctx, "", m, &b, 16, 2)
+		if err == nil {
+			fmt.Printf("  baseline samples only (kept at random: the honest estimate): accuracy %.4f on %d", br.Test.Accuracy, br.Test.Total)
+			if br.TestKeptWith >= 0 {
+				fmt.Printf("; the model that kept them: %.4f", br.TestKeptWith)
+			}
+			fmt.Println()
+		}
+	} else {
+		fmt.Println("  no baseline sample is labelled: the figures above are on samples kept because the model struggled, not an estimate of its everyday accuracy")
+	}
+	printClasses(rep)
 	return nil
 }
 

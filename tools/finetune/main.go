@@ -33,7 +33,11 @@ Commands:
   finetune export  --model CKPT --out MODEL.onnx                 checkpoint to ONNX (TensorRT, onnxruntime, OpenCV DNN)
   finetune train   --data DIR --out DIR [--base CKPT] [options]  fine-tune (see finetune train -h)
   finetune train   --resume DIR/state.safetensors [--epochs N]   continue (or extend) a run with its settings
+  finetune train   --data DIR --field EXPORT [--field EXPORT…] --out DIR [options]
+                   train on PlantVillage and a greenhouse's labelled samples
   finetune eval    --model CKPT --data DIR --out DIR            accuracy, macro-F1, confusion matrix
+                   (an export folder: every labelled sample, against the model that kept them)
+  finetune pull    http://DEVICE:8080 --token-file F --out DIR  fetch a device's labelled samples (resumable, checked)
   finetune predict --model CKPT [--top K] [--regions leaves|tiles] [--tile-rows R --tile-cols C] [--precision P] IMAGE...
                    classify files as leafwatchd would
 
@@ -66,6 +70,8 @@ func main() {
 		err = cmdEval(ctx, os.Args[2:])
 	case "predict":
 		err = cmdPredict(ctx, os.Args[2:])
+	case "pull":
+		err = cmdPull(ctx, os.Args[2:], log)
 	case "export":
 		err = cmdExport(os.Args[2:])
 	case "-h", "-help", "--help", "help":

@@ -24,13 +24,28 @@ import (
 // resumed run a different run.
 var recordedFlags = []string{"data", "val", "seed", "epochs", "batch", "schedule", "lr", "step-every", "gamma", "warmup",
 	"momentum", "weight-decay", "new-layer-lr-mult", "train-from", "cache-features", "feature-cache", "balanced",
-	"patience", "keep-penultimate", "base", "variant"}
+	"patience", "keep-penultimate", "base", "variant", "field", "field-share", "field-val", "reject-class"}
 
 var resumeMayChange = map[string]bool{
 	"epochs":        true, // extend or shorten (a cosine schedule is re-drawn)
 	"patience":      true,
 	"data":          true, // the folder moved; its classes are checked
 	"feature-cache": true, // a location, not a setting
+}
+
+// pathList is a repeatable flag of folders; a value may also hold several,
+// separated by the path-list separator (':').
+type pathList []string
+
+func (p *pathList) String() string { return strings.Join(*p, string(os.PathListSeparator)) }
+
+func (p *pathList) Set(v string) error {
+	for _, d := range filepath.SplitList(v) {
+		if d != "" {
+			*p = append(*p, d)
+		}
+	}
+	return nil
 }
 
 func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
@@ -60,6 +75,11 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.BoolVar(&cfg.Balanced, "balanced", false, "class-balanced sampling")
 	fs.IntVar(&cfg.Patience, "patience", 0, "stop after this many epochs without a better val macro-F1 (0 = never)")
 	fs.IntVar(&cfg.Workers, "workers", 2, "image decoding goroutines")
+	var fields pathList
+	fs.Var(&fields, "field", "a folder of samples kept on a device (leafwatchd samples export, finetune pull); repeat for several")
+	fs.Float64Var(&cfg.FieldShare, "field-share", 0.25, "share of every batch drawn from the field samples (0: mixed in like any image)")
+	fieldVal := fs.Float64("field-val", 0.25, "share of the field samples that validate (whole camera-days)")
+	reject := fs.Bool("reject-class", false, "train not_a_leaf (field samples labelled \"not a leaf\") as a class of its own")
 	engine := fs.String("engine", "auto", "auto (CUDA when built with it and a GPU is present), cpu or cuda")
 	cudaLibs := fs.String("cuda-libs", "", "folders (colon-separated) to take cuBLAS and NVRTC from; default: the newest CUDA the driver runs, searched")
 	fs.Parse(args)
@@ -104,6 +124,11 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 			}
 		}
 	}
+	for i, p := range fields {
+		if abs, err := filepath.Abs(p); err == nil {
+			fields[i] = abs
+		}
+	}
 	cfg.Schedule = train.Schedule{Kind: *sched, Base: *lr, StepEvery: *stepEvery, Gamma: *gamma, Epochs: float64(cfg.Epochs), Warmup: *warmup}
 	cfg.ResetPenultimate = !*keepPen
 	if err := cfg.Validate(); err != nil {
@@ -121,7 +146,14 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 	for _, s := range ds.Skipped {
 		log.Warn("skipping", "file", s)
 	}
-	log.Info("dataset", "classes", len(ds.Classes), "train", len(ds.Train), "val", len(ds.Val), "skipped", len(ds.Skipped))
+	if len(fields) > 0 {
+		info, err := train.AddField(ds, train.FieldOptions{Dirs: fields, ValFrac: *fieldVal, RejectClass: *reject, Seed: cfg.Seed})
+		if err != nil {
+			return err
+		}
+		logField(log, info, *reject)
+	}
+	log.Info("dataset", "classes", len(ds.Classes), "train", len(ds.Train), "val", len(ds.Val), "test", len(ds.Test), "skipped", len(ds.Skipped))
 	if st != nil {
 		log.Info("resuming", "epoch", st.Epoch+1, "step", st.Step, "train_from", cfg.TrainFrom, "epochs", cfg.Epochs)
 	} else {
@@ -162,7 +194,34 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	fmt.Printf("best epoch %d: val accuracy %.4f, macro-F1 %.4f → %s\n", res.BestEpoch, res.Best.Accuracy, res.Best.MacroF1, filepath.Join(cfg.Out, "best.safetensors"))
+	if f := res.BySource[train.SourceField]; f.Total > 0 {
+		fmt.Printf("  plantvillage validation: accuracy %.4f (%d images); field validation: accuracy %.4f (%d samples)\n",
+			res.BySource[train.SourceData].Accuracy, res.BySource[train.SourceData].Total, f.Accuracy, f.Total)
+	}
+	if res.Test.Total > 0 {
+		fmt.Printf("  field test (the %d baseline samples of the validation camera-days, kept at random): accuracy %.4f", res.Test.Total, res.Test.Accuracy)
+		if res.TestKeptWith >= 0 {
+			fmt.Printf(" (the model that kept them: %.4f)", res.TestKeptWith)
+		}
+		fmt.Println()
+	}
 	return nil
+}
+
+// logField says what the field samples became.
+func logField(log *slog.Logger, info *train.FieldInfo, reject bool) {
+	log.Info("field samples", "records", info.Records, "train", info.Train, "val", info.Val, "test_baseline", info.Test,
+		"baseline_labelled", info.Baseline, "split_by", info.SplitBy, "groups", info.Groups, "val_groups", info.ValGroups,
+		"unlabelled", info.Unlabelled, "unsure", info.Unsure, "not_a_leaf", info.NotALeaf, "new_classes", info.NewClasses)
+	if info.SplitBy == "frame" {
+		log.Warn("the field samples come from one camera on one day: they are split by frame, so near-identical views of a leaf may sit on both sides and the field validation flatters; samples from more days or cameras split properly")
+	}
+	if info.NotALeaf > 0 && !reject {
+		log.Warn("samples labelled not_a_leaf are left out; --reject-class trains them as a class of its own", "count", info.NotALeaf)
+	}
+	if info.Test == 0 && info.Records > 0 {
+		log.Warn("no baseline sample (kept at random) on the validation side: there is no honest field test; label baseline samples first (leafwatchd samples list --rule baseline)")
+	}
 }
 
 // restoreFlags sets every recorded flag not given from the saved run, and

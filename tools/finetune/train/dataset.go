@@ -17,6 +17,13 @@ import (
 type Sample struct {
 	Path  string
 	Label int
+	// Source is SourceData or SourceField; field samples also carry their
+	// camera and day, the model's own answer when they were kept, and
+	// whether the baseline rule kept them (at random).
+	Source      int
+	Camera, Day string
+	KeptWith    string
+	Baseline    bool
 }
 
 // Dataset is an image-folder dataset: one folder per class.
@@ -25,6 +32,10 @@ type Dataset struct {
 	Classes []string // sorted once; saved in the checkpoint
 	Train   []Sample
 	Val     []Sample
+	// Test is evaluated once, at the end, and never chosen by: the field
+	// samples kept at random on the validation side (AddField), or a whole
+	// test folder (finetune eval).
+	Test    []Sample
 	Skipped []string // files left out, with the reason
 }
 

@@ -129,3 +129,45 @@ func (r Report) WriteCSV(path string) error {
 	}
 	return f.Close()
 }
+
+// writeSourceReport writes report.csv: per class precision, recall, F1 and
+// support over all validation images, then the same for each source that
+// has images (plantvillage_*, field_*), side by side; the last row has
+// the accuracies and macro-F1s.
+func writeSourceReport(path string, all Report, bySource [2]Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	head := []string{"class", "precision", "recall", "f1", "support"}
+	var parts []Report
+	for i, r := range bySource {
+		if r.Total > 0 && (bySource[1-i].Total > 0) {
+			parts = append(parts, r)
+			for _, k := range []string{"precision", "recall", "f1", "support"} {
+				head = append(head, SourceNames[i]+"_"+k)
+			}
+		}
+	}
+	w.Write(head)
+	for i, c := range all.PerClass {
+		row := []string{c.Class, fmt.Sprintf("%.4f", c.Precision), fmt.Sprintf("%.4f", c.Recall), fmt.Sprintf("%.4f", c.F1), strconv.Itoa(c.Support)}
+		for _, p := range parts {
+			s := p.PerClass[i]
+			row = append(row, fmt.Sprintf("%.4f", s.Precision), fmt.Sprintf("%.4f", s.Recall), fmt.Sprintf("%.4f", s.F1), strconv.Itoa(s.Support))
+		}
+		w.Write(row)
+	}
+	last := []string{"accuracy/macro-F1", fmt.Sprintf("%.4f", all.Accuracy), "", fmt.Sprintf("%.4f", all.MacroF1), strconv.Itoa(all.Total)}
+	for _, p := range parts {
+		last = append(last, fmt.Sprintf("%.4f", p.Accuracy), "", fmt.Sprintf("%.4f", p.MacroF1), strconv.Itoa(p.Total))
+	}
+	w.Write(last)
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -23,7 +23,11 @@ type EpochLog struct {
 	ValLoss      float64 `json:"val_loss"`
 	ValAcc       float64 `json:"val_acc"`
 	ValMacroF1   float64 `json:"val_macro_f1"`
-	Seconds      float64 `json:"seconds"`
+	// Per source, when the run has field samples.
+	ValAccData  float64 `json:"val_acc_plantvillage,omitempty"`
+	ValAccField float64 `json:"val_acc_field,omitempty"`
+	ValField    int     `json:"val_field,omitempty"`
+	Seconds     float64 `json:"seconds"`
 	ImagesPerSec float64 `json:"images_per_s"`
 }
 

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -62,7 +63,13 @@ type Config struct {
 	// FeatureCacheDir keeps the cached features; default OUT/features.
 	FeatureCacheDir string
 	Balanced        bool
-	Patience        int // epochs without a better val macro-F1 before stopping; 0 = never
+	// FieldShare is the share of every batch drawn from the field samples
+	// (cycling through them, reshuffled each pass), the rest from the
+	// --data images: a few hundred field samples among tens of thousands
+	// would otherwise be a rounding error of every epoch. 0 mixes them in
+	// like any image.
+	FieldShare float64
+	Patience   int // epochs without a better val macro-F1 before stopping; 0 = never
 	Workers         int
 	MaxSteps        int // stop (as if interrupted) after this many batches; for tests
 	// Engine is auto, cpu or cuda: where the training passes run.
@@ -81,10 +88,17 @@ type Config struct {
 // Result summarises a finished run.
 type Result struct {
 	History   []EpochLog
-	Best      Report
+	Best      Report // the validation set's, of the best checkpoint
+	BySource  [2]Report
 	BestEpoch int
 	Final     *model.Model
 	Confusion *Confusion
+	// Test is the test set's (the field's baseline samples of the
+	// validation side), and TestKeptWith the accuracy the model that kept
+	// them had on them (-1: unknown).
+	Test          Report
+	TestConfusion *Confusion
+	TestKeptWith  float64
 }
 
 // Validate checks the numbers before any work starts.
@@ -107,6 +121,9 @@ func (c Config) Validate() error {
 	if c.Patience < 0 {
 		return fmt.Errorf("patience %d: must be ≥ 0", c.Patience)
 	}
+	if !finite(c.FieldShare) || c.FieldShare < 0 || c.FieldShare >= 1 {
+		return fmt.Errorf("field share %v: must be 0 ≤ share < 1", c.FieldShare)
+	}
 	return nil
 }
 
@@ -126,6 +143,8 @@ type Trainer struct {
 	first, from int // first trained layer; layer whose input is fed
 	feat        *featureCache
 	dev         gpu.TrainStepper // nil: the CPU engine
+
+	bySource [2]*Confusion // the last Evaluate's, per source
 }
 
 // NewTrainer prepares a run on a model whose head already matches the
@@ -280,21 +299,54 @@ func checkWritable(dir string) error {
 }
 
 // epochOrder is the sample order of an epoch: shuffled, or class-balanced
-// sampling with replacement.
+// sampling with replacement; with a field share, every batch takes that
+// share from the field samples (cycling through them) and the rest from
+// the data, in the same order.
 func (t *Trainer) epochOrder(epoch int) []int {
 	rng := rand.New(rand.NewPCG(t.st.Seed, uint64(epoch)+0x0a0a))
-	n := len(t.data.Train)
-	order := make([]int, n)
-	if !t.cfg.Balanced {
-		for i := range order {
-			order[i] = i
+	var data, field []int
+	for i, s := range t.data.Train {
+		if s.Source == SourceField && t.cfg.FieldShare > 0 {
+			field = append(field, i)
+		} else {
+			data = append(data, i)
 		}
-		rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
-		return order
+	}
+	data = t.sampleOrder(rng, data)
+	if len(field) == 0 || len(data) == 0 {
+		return data
+	}
+	bs := t.cfg.BatchSize
+	k := max(1, int(math.Round(float64(bs)*t.cfg.FieldShare)))
+	k = min(k, bs-1)
+	frng := rand.New(rand.NewPCG(t.st.Seed, uint64(epoch)+0xf1e1d))
+	next, cycle := 0, slices.Clone(field)
+	frng.Shuffle(len(cycle), func(i, j int) { cycle[i], cycle[j] = cycle[j], cycle[i] })
+	order := make([]int, 0, len(data)*bs/(bs-k)+bs)
+	for pos := 0; pos < len(data); pos += bs - k {
+		order = append(order, data[pos:min(pos+bs-k, len(data))]...)
+		for range k {
+			if next == len(cycle) {
+				next = 0
+				frng.Shuffle(len(cycle), func(i, j int) { cycle[i], cycle[j] = cycle[j], cycle[i] })
+			}
+			order = append(order, cycle[next])
+			next++
+		}
+	}
+	return order
+}
+
+// sampleOrder shuffles idx, or (balanced) draws as many with replacement,
+// every class equally likely.
+func (t *Trainer) sampleOrder(rng *rand.Rand, idx []int) []int {
+	if !t.cfg.Balanced {
+		rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+		return idx
 	}
 	byClass := make([][]int, len(t.data.Classes))
-	for i, s := range t.data.Train {
-		byClass[s.Label] = append(byClass[s.Label], i)
+	for _, i := range idx {
+		byClass[t.data.Train[i].Label] = append(byClass[t.data.Train[i].Label], i)
 	}
 	var nonEmpty [][]int
 	for _, c := range byClass {
@@ -302,6 +354,7 @@ func (t *Trainer) epochOrder(epoch int) []int {
 			nonEmpty = append(nonEmpty, c)
 		}
 	}
+	order := make([]int, len(idx))
 	for i := range order {
 		c := nonEmpty[rng.IntN(len(nonEmpty))]
 		order[i] = c[rng.IntN(len(c))]
@@ -433,9 +486,17 @@ func (t *Trainer) saveResumable() error {
 	return SaveState(t.statePath(), t.m, t.opt, t.st)
 }
 
-// Evaluate classifies the validation set (centre crops, eval mode).
+// Evaluate classifies the validation set (centre crops, eval mode); the
+// confusion per source is kept in t.bySource.
 func (t *Trainer) Evaluate(ctx context.Context) (*Confusion, float64, error) {
+	return t.evaluate(ctx, t.data.Val, true)
+}
+
+// evaluate classifies samples (the validation set through the feature
+// cache when there is one and cached is set, else from the images).
+func (t *Trainer) evaluate(ctx context.Context, samples []Sample, cached bool) (*Confusion, float64, error) {
 	conf := NewConfusion(t.data.Classes)
+	t.bySource = [2]*Confusion{NewConfusion(t.data.Classes), NewConfusion(t.data.Classes)}
 	var lossSum float64
 	n := 0
 	k := t.m.Spec.Classes
@@ -465,10 +526,13 @@ func (t *Trainer) Evaluate(ctx context.Context) (*Confusion, float64, error) {
 			}
 			lossSum += math.Log(s) - float64(row[y]-mx)
 			conf.Add(y, best)
+			if n < len(samples) {
+				t.bySource[samples[n].Source].Add(y, best)
+			}
 			n++
 		}
 	}
-	if t.feat != nil {
+	if t.feat != nil && cached {
 		next := t.feat.valBatches(t.cfg.BatchSize)
 		for b, ok := next(); ok; b, ok = next() {
 			if b.err != nil {
@@ -479,7 +543,7 @@ func (t *Trainer) Evaluate(ctx context.Context) (*Confusion, float64, error) {
 	} else {
 		a := t.aug
 		a.Random = false
-		for b := range batches(ctx, t.data.Val, identity(len(t.data.Val)), 0, t.cfg.BatchSize, t.cfg.Workers, a, 0, 0) {
+		for b := range batches(ctx, samples, identity(len(samples)), 0, t.cfg.BatchSize, t.cfg.Workers, a, 0, 0) {
 			conf.Skipped = append(conf.Skipped, b.bad...)
 			if len(b.labels) > 0 {
 				eval(b.x, b.labels, 0)
@@ -504,9 +568,19 @@ func (t *Trainer) finishEpoch(ctx context.Context, e int, took time.Duration, im
 	log := EpochLog{Epoch: e + 1, LR: t.cfg.Schedule.At(float64(e)),
 		TrainLoss: t.st.LossSum / math.Max(1, float64(t.st.Seen)), TrainAcc: float64(t.st.Correct) / math.Max(1, float64(t.st.Seen)),
 		ValLoss: vloss, ValAcc: rep.Accuracy, ValMacroF1: rep.MacroF1, Seconds: took.Seconds(), ImagesPerSec: float64(imgs) / took.Seconds()}
+	if pv := t.bySource[SourceData].Report(); pv.Total > 0 {
+		log.ValAccData = pv.Accuracy
+	}
+	if fr := t.bySource[SourceField].Report(); fr.Total > 0 {
+		log.ValAccField, log.ValField = fr.Accuracy, fr.Total
+	}
 	t.st.History = append(t.st.History, log)
-	t.log.Info("epoch done", "epoch", e+1, "train_loss", round3(log.TrainLoss), "train_acc", round3(log.TrainAcc),
-		"val_acc", round3(log.ValAcc), "val_macro_f1", round3(log.ValMacroF1), "images_per_s", round3(log.ImagesPerSec))
+	attrs := []any{"epoch", e + 1, "train_loss", round3(log.TrainLoss), "train_acc", round3(log.TrainAcc),
+		"val_acc", round3(log.ValAcc), "val_macro_f1", round3(log.ValMacroF1), "images_per_s", round3(log.ImagesPerSec)}
+	if log.ValField > 0 {
+		attrs = append(attrs, "val_acc_plantvillage", round3(log.ValAccData), "val_acc_field", round3(log.ValAccField))
+	}
+	t.log.Info("epoch done", attrs...)
 	t.st.Epoch, t.st.Step, t.st.LossSum, t.st.Correct, t.st.Seen = e+1, 0, 0, 0, 0
 	t.stamp(rep)
 	if err := t.sync(); err != nil {
@@ -556,25 +630,69 @@ func (t *Trainer) finish(ctx context.Context) (*Result, error) {
 }
 
 // WriteReports evaluates m on the dataset's validation images and writes
-// confusion.csv, report.csv and confusion.png into dir.
+// confusion.csv, report.csv (per class, and per source side by side when
+// there are field samples) and confusion.png into dir; with a test set
+// (the field's baseline samples, or a whole test folder), also test.csv
+// and confusion-test.csv. dir "" writes nothing.
 func WriteReports(ctx context.Context, dir string, m *model.Model, data *Dataset, bs, workers int) (*Result, error) {
 	t := &Trainer{cfg: Config{BatchSize: bs, Workers: max(1, workers)}, data: data, m: m, sess: m.NewTrainSession(bs, nil)}
 	t.aug = Augment{Prep: PreprocessOf(m.Meta)}
-	conf, _, err := t.Evaluate(ctx)
-	if err != nil {
-		return nil, err
+	res := &Result{}
+	var writes []func() error
+	if len(data.Val) > 0 {
+		conf, _, err := t.evaluate(ctx, data.Val, false)
+		if err != nil {
+			return nil, err
+		}
+		res.Best, res.Confusion = conf.Report(), conf
+		res.BySource = [2]Report{t.bySource[SourceData].Report(), t.bySource[SourceField].Report()}
+		field := t.bySource[SourceField]
+		writes = append(writes,
+			func() error { return conf.WriteCSV(filepath.Join(dir, "confusion.csv")) },
+			func() error { return writeSourceReport(filepath.Join(dir, "report.csv"), res.Best, res.BySource) },
+			func() error { return WriteConfusionPNG(conf, filepath.Join(dir, "confusion.png")) })
+		if res.BySource[SourceField].Total > 0 {
+			writes = append(writes, func() error { return field.WriteCSV(filepath.Join(dir, "confusion-field.csv")) })
+		}
 	}
-	rep := conf.Report()
-	if err := conf.WriteCSV(filepath.Join(dir, "confusion.csv")); err != nil {
-		return nil, err
+	if len(data.Test) > 0 {
+		conf, _, err := t.evaluate(ctx, data.Test, false)
+		if err != nil {
+			return nil, err
+		}
+		res.Test, res.TestConfusion = conf.Report(), conf
+		res.TestKeptWith = keptWithAccuracy(data.Test, data.Classes)
+		writes = append(writes,
+			func() error { return writeSourceReport(filepath.Join(dir, "test.csv"), res.Test, [2]Report{}) },
+			func() error { return conf.WriteCSV(filepath.Join(dir, "confusion-test.csv")) })
 	}
-	if err := rep.WriteCSV(filepath.Join(dir, "report.csv")); err != nil {
-		return nil, err
+	if dir != "" {
+		for _, w := range writes {
+			if err := w(); err != nil {
+				return nil, err
+			}
+		}
 	}
-	if err := WriteConfusionPNG(conf, filepath.Join(dir, "confusion.png")); err != nil {
-		return nil, err
+	return res, nil
+}
+
+// keptWithAccuracy is how often the model the field samples were kept
+// with had their label as its top class (-1 when no sample says).
+func keptWithAccuracy(samples []Sample, classes []string) float64 {
+	n, right := 0, 0
+	for _, s := range samples {
+		if s.KeptWith == "" {
+			continue
+		}
+		n++
+		if s.KeptWith == classes[s.Label] {
+			right++
+		}
 	}
-	return &Result{Best: rep, Confusion: conf}, nil
+	if n == 0 {
+		return -1
+	}
+	return float64(right) / float64(n)
 }
 
 func writeLogCSV(path string, h []EpochLog) error {
@@ -583,10 +701,15 @@ func writeLogCSV(path string, h []EpochLog) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	w.Write([]string{"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds", "images_per_s"})
+	w.Write([]string{"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "val_acc_plantvillage", "val_acc_field", "seconds", "images_per_s"})
 	for _, e := range h {
+		field := ""
+		if e.ValField > 0 {
+			field = fmt.Sprintf("%.5f", e.ValAccField)
+		}
 		w.Write([]string{strconv.Itoa(e.Epoch), fmt.Sprintf("%g", e.LR), fmt.Sprintf("%.5f", e.TrainLoss), fmt.Sprintf("%.5f", e.TrainAcc),
-			fmt.Sprintf("%.5f", e.ValLoss), fmt.Sprintf("%.5f", e.ValAcc), fmt.Sprintf("%.5f", e.ValMacroF1), fmt.Sprintf("%.1f", e.Seconds), fmt.Sprintf("%.2f", e.ImagesPerSec)})
+			fmt.Sprintf("%.5f", e.ValLoss), fmt.Sprintf("%.5f", e.ValAcc), fmt.Sprintf("%.5f", e.ValMacroF1), fmt.Sprintf("%.5f", e.ValAccData), field,
+			fmt.Sprintf("%.1f", e.Seconds), fmt.Sprintf("%.2f", e.ImagesPerSec)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
