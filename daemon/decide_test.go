@@ -66,3 +66,39 @@ func TestConfigErrorsHaveLines(t *testing.T) {
 		t.Errorf("the shipped example config is invalid: %v", err)
 	}
 }
+
+// TestNotALeafNeverAlerts: a model trained with the reject class answers
+// not_a_leaf for background; however sure and however often, that is no
+// disease, does not end an alert as healthy would, and is never chosen
+// over a disease.
+func TestNotALeafNeverAlerts(t *testing.T) {
+	d := NewDecider("gh", "cam", DecisionConfig{Threshold: 0.5, K: 2, N: 3, Cooldown: time.Minute})
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	for i := 0; i < 10; i++ {
+		if ev := d.Observe(d.Label(model.Scored{Label: model.NotALeaf, Prob: 0.99}), 0.99, at.Add(time.Duration(i)*time.Second)); len(ev) != 0 {
+			t.Fatalf("not_a_leaf raised %+v", ev)
+		}
+	}
+	if IsDisease(model.NotALeaf) {
+		t.Error("not_a_leaf counted as a disease")
+	}
+	// An ongoing alert is not ended by not_a_leaf samples.
+	for i := 0; i < 2; i++ {
+		d.Observe("Tomato___Late_blight", 0.9, at.Add(time.Minute+time.Duration(i)*time.Second))
+	}
+	if d.Active() == nil {
+		t.Fatal("no alert for two late blight samples")
+	}
+	for i := 0; i < 5; i++ {
+		if ev := d.Observe(model.NotALeaf, 0.99, at.Add(2*time.Minute+time.Duration(i)*time.Second)); len(ev) != 0 {
+			t.Fatalf("not_a_leaf ended the alert: %+v", ev)
+		}
+	}
+	preds := []model.Prediction{
+		{Top: []model.Scored{{Label: model.NotALeaf, Prob: 0.99}}},
+		{Top: []model.Scored{{Label: "Tomato___Late_blight", Prob: 0.6}}},
+	}
+	if d.Choose(preds) != 1 {
+		t.Error("a sure not_a_leaf region answered for the camera over a disease")
+	}
+}

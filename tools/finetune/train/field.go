@@ -144,7 +144,7 @@ func AddField(d *Dataset, opt FieldOptions) (*FieldInfo, error) {
 	}
 	sort.Strings(info.ValGroups)
 	for _, r := range recs {
-		s := Sample{Path: r.path, Label: slices.Index(classes, r.Label), Source: SourceField, Camera: r.Camera, Day: r.Day, KeptWith: r.Predicted()}
+		s := Sample{Path: r.path, Label: slices.Index(classes, r.Label), Source: SourceField, Camera: r.Camera, Day: r.Day, KeptWith: r.Predicted(), Baseline: r.Baseline()}
 		switch {
 		case !val[group(r)]:
 			d.Train = append(d.Train, s)
