@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,9 @@ import (
 // Config is one camera's keep settings (`keep:` in the camera's config).
 type Config struct {
 	Enabled bool `yaml:"enabled"`
+	// Rules are the keep rules that may fire (default all five); e.g.
+	// [baseline] keeps random samples only.
+	Rules []string `yaml:"rules"`
 	// Margin: a region whose top-1 and top-2 probabilities are this close
 	// is a close call.
 	Margin float32 `yaml:"margin"`
@@ -45,13 +49,18 @@ type Config struct {
 // one baseline sample an hour, near-duplicates skipped for a day, at most
 // 60 samples an hour and 3 per frame.
 func DefaultConfig() Config {
-	return Config{Enabled: true, Margin: 0.15, Epsilon: 0.05, BaselineEvery: time.Hour, DedupWindow: 24 * time.Hour,
+	return Config{Enabled: true, Rules: slices.Clone(fieldset.Rules), Margin: 0.15, Epsilon: 0.05, BaselineEvery: time.Hour, DedupWindow: 24 * time.Hour,
 		DedupDistance: 6, MaxPerHour: 60, MaxPerFrame: 3}
 }
 
 // Validate checks one camera's settings.
 func (c Config) Validate() error {
 	var errs []error
+	for _, r := range c.Rules {
+		if !slices.Contains(fieldset.Rules, r) {
+			errs = append(errs, fmt.Errorf("rules: %q is not a rule (%s)", r, strings.Join(fieldset.Rules, ", ")))
+		}
+	}
 	if c.Margin < 0 || c.Margin >= 1 {
 		errs = append(errs, fmt.Errorf("margin %v: use 0..1", c.Margin))
 	}
@@ -361,26 +370,29 @@ func (k *Keeper) rules(cs *camState, o *Offer) [][]string {
 		}
 	}
 	disagree := len(diseases) > 1 || (len(diseases) == 1 && healthy)
+	on := func(rule string) bool { return slices.Contains(cs.cfg.Rules, rule) }
 	for i, r := range o.Regions {
 		if len(r.Top) == 0 {
 			continue
 		}
 		top := r.Top[0].Prob
-		if r.Decided == Uncertain {
+		if r.Decided == Uncertain && on(fieldset.RuleUncertain) {
 			out[i] = append(out[i], fieldset.RuleUncertain)
 		}
-		if margin(r.Top) <= cs.cfg.Margin || abs32(top-r.Threshold) <= cs.cfg.Epsilon {
+		if (margin(r.Top) <= cs.cfg.Margin || abs32(top-r.Threshold) <= cs.cfg.Epsilon) && on(fieldset.RuleCloseCall) {
 			out[i] = append(out[i], fieldset.RuleCloseCall)
 		}
-		if disagree && r.Decided != Uncertain && r.Decided != fieldset.NotALeaf {
+		if disagree && r.Decided != Uncertain && r.Decided != fieldset.NotALeaf && on(fieldset.RuleDisagree) {
 			out[i] = append(out[i], fieldset.RuleDisagree)
 		}
-		if o.Alert && i == o.Chosen {
+		if o.Alert && i == o.Chosen && on(fieldset.RuleAlert) {
 			out[i] = append(out[i], fieldset.RuleAlert)
 		}
 	}
-	if i, ok := k.baselineDue(cs, len(o.Regions)); ok {
-		out[i] = append(out[i], fieldset.RuleBaseline)
+	if on(fieldset.RuleBaseline) {
+		if i, ok := k.baselineDue(cs, len(o.Regions)); ok {
+			out[i] = append(out[i], fieldset.RuleBaseline)
+		}
 	}
 	return out
 }

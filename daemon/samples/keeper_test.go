@@ -230,3 +230,31 @@ func TestFullBudgetStopsKeeping(t *testing.T) {
 		t.Errorf("labelling with a full budget: %v", err)
 	}
 }
+
+// TestOnlyChosenRulesFire: rules: [baseline] keeps random samples only.
+func TestOnlyChosenRulesFire(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Rules, cfg.BaselineEvery = []string{fieldset.RuleBaseline}, time.Nanosecond
+	k := NewKeeper(openStore(t), map[string]Config{"cam": cfg}, Options{Seed: 2})
+	defer k.Close()
+	o := Offer{Camera: "cam", Alert: true, Regions: []Region{region(quad[0], scored("Tomato___healthy", 0.3, "x", 0.25)), region(quad[1], scored("Tomato___Late_blight", 0.95, "x", 0.01))}}
+	time.Sleep(time.Millisecond)
+	got := k.rules(k.cams["cam"], &o)
+	n := 0
+	for _, r := range got {
+		for _, rule := range r {
+			if rule != fieldset.RuleBaseline {
+				t.Errorf("rule %s fired with rules [baseline]", rule)
+			}
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d baseline samples, want 1: %v", n, got)
+	}
+	bad := DefaultConfig()
+	bad.Rules = []string{"sometimes"}
+	if err := bad.Validate(); err == nil {
+		t.Error("an unknown rule was accepted")
+	}
+}
