@@ -19,7 +19,7 @@ RACE_PKGS := $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) $(GO) list ./... 2>/dev/null | g
 
 .PHONY: deps-cuda build-cuda vet-cuda gpu-check test-cuda-emu test-cuda-emu-mutants devcheck
 .PHONY: deps-cross deps-package build-arm64 test-arm64 test-opencv-matrix package package-test
-.PHONY: all deps build build-purego test test-short vet fmt-check bench demo clean fuzz fuzz-ci vulncheck staticcheck
+.PHONY: all deps build build-purego test test-short vet fmt-check bench demo field-demo clean fuzz fuzz-ci vulncheck staticcheck
 
 all: build
 
@@ -29,7 +29,7 @@ deps:
 build: deps
 	$(GO) build $(GOFLAGS) ./...
 	@mkdir -p $(BIN)
-	@for d in daemon/cmd/leafwatchd tools/finetune tools/gpucheck scripts/demovideo; do \
+	@for d in daemon/cmd/leafwatchd tools/finetune tools/gpucheck scripts/demovideo scripts/fieldlab; do \
 	  if ls $$d/*.go >/dev/null 2>&1; then echo "go build -o $(BIN)/ ./$$d"; $(GO) build $(GOFLAGS) -o $(BIN)/ ./$$d || exit 1; fi; \
 	done
 
@@ -134,6 +134,11 @@ fuzz-ci:
 
 demo: build
 	@bash scripts/demo.sh
+
+# The field-data loop end to end on a synthetic greenhouse, measured
+# (scripts/field-demo.sh; figures in .cache/field-demo/results.txt).
+field-demo: build
+	@bash scripts/field-demo.sh
 
 # ---- arm64 and packages (see the README's "arm64, JetPack and packages") ----
 # Cross builds compile against Debian sysroots made by scripts/sysroot.sh

@@ -28,7 +28,7 @@ AlexNet weights, replace the last layer by one for your classes, train,
 evaluate, and export. "finetune COMMAND -h" lists a command's options.
 
 Commands:
-  finetune synth   --out DIR [--per-class N] [--seed S]        draw synthetic PlantVillage-like leaves
+  finetune synth   --out DIR [--per-class N] [--labels A,B,…] [--seed S]  draw synthetic PlantVillage-like leaves
   finetune import  --from WEIGHTS.{onnx,safetensors} [--variant V] --out CKPT   ImageNet weights to a checkpoint
   finetune export  --model CKPT --out MODEL.onnx                 checkpoint to ONNX (TensorRT, onnxruntime, OpenCV DNN)
   finetune train   --data DIR --out DIR [--base CKPT] [options]  fine-tune (see finetune train -h)
@@ -98,11 +98,19 @@ func cmdSynth(args []string) error {
 	per := fs.Int("per-class", 20, "images per class")
 	seed := fs.Uint64("seed", 1, "random seed (same seed, same images)")
 	classes := fs.Int("classes", 38, "how many PlantVillage classes (the first N)")
+	names := fs.String("labels", "", "the classes by name, comma-separated (instead of --classes)")
 	fs.Parse(args)
 	if *out == "" {
 		return errors.New("synth: --out is required")
 	}
 	labels := model.PlantVillageLabels()
+	if *names != "" {
+		labels = strings.Split(*names, ",")
+		if len(labels) < 2 {
+			return errors.New("synth: --labels needs at least two classes")
+		}
+		return train.WriteSynth(*out, labels, *per, *seed)
+	}
 	if *classes < 2 || *classes > len(labels) {
 		return fmt.Errorf("synth: --classes must be 2..%d", len(labels))
 	}
