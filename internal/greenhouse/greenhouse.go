@@ -320,8 +320,8 @@ func drawLeaf(s *Scene, lf leafShape, i int, lesion float64) image.Rectangle {
 // drawLesions draws the condition's lesions on a leaf canvas; spread
 // (0..1) scales how many there are.
 func drawLesions(paint *gocv.Mat, look phenotype.Look, lf leafShape, rng *rand.Rand, spread float64, at func(t, d float64) image.Point) {
-	if look.Pattern == phenotype.Healthy {
-		return
+	if look.Pattern == phenotype.Healthy || spread < 0.05 {
+		return // healthy, or not yet showing
 	}
 	scale := lf.length / 200 // lesion sizes follow the leaf's size
 	n := int(math.Round(float64(look.Spots) * spread))

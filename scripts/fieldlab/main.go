@@ -9,6 +9,8 @@
 //	fieldlab label  --state DIR --truth T.json[,T2.json] --leafwatchd BIN [--max N] [--seed S] [--by NAME]
 //	fieldlab score  --model CKPT --frames DIR --regions leaves|tiles|truth [--min-cover F]
 //	fieldlab alerts --events FILE --truth T.json
+//	fieldlab crops  --out DIR [--benches N] [--seed S]   leaf crops as a labelled export (a grower's past labelling)
+//	fieldlab video  --out FILE.avi [--seed S]            the demo's bench: a plant falls ill and recovers
 package main
 
 import (
@@ -21,10 +23,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"math"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"gocv.io/x/gocv"
 
@@ -64,6 +68,10 @@ func main() {
 		err = cmdScore(os.Args[2:])
 	case "alerts":
 		err = cmdAlerts(os.Args[2:])
+	case "crops":
+		err = cmdCrops(os.Args[2:])
+	case "video":
+		err = cmdVideo(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -459,4 +467,155 @@ func cmdAlerts(args []string) error {
 	}
 	fmt.Printf("alerts: %d true, %d false (%v; diseased plants: %v)\n", res.True, res.False, res.Labels, res.Truth)
 	return nil
+}
+
+// cmdCrops writes an export folder (samples.jsonl, LABEL/ID.jpg) of the
+// visible leaves of new benches, labelled from the truth: what a grower's
+// earlier labelling on a device would have produced. The demo trains on it.
+func cmdCrops(args []string) error {
+	fs := flag.NewFlagSet("crops", flag.ExitOnError)
+	out := fs.String("out", "", "export folder to write")
+	benches := fs.Int("benches", 8, "benches (each its own camera and day)")
+	seed := fs.Uint64("seed", 1, "the benches' seed")
+	size := fs.String("size", "1280x720", "frame size")
+	demo := fs.Uint64("demo-seed", 0, "also the leaves of the demo video's bench (fieldlab video --seed), ill and healthy")
+	fs.Parse(args)
+	w, h, err := parseSize(*size)
+	if err != nil || *out == "" {
+		return errors.Join(err, errors.New("crops: --out is required"))
+	}
+	type bench struct {
+		layout *greenhouse.Layout
+		lesion float64
+	}
+	var bs []bench
+	for b := 0; b < *benches; b++ {
+		o := greenhouse.Default(Classes, *seed*7919+uint64(b))
+		o.Width, o.Height, o.Diseased = w, h, 3
+		scale := float64(w) / 1920
+		o.LeafLength = [2]float64{o.LeafLength[0] * scale, o.LeafLength[1] * scale}
+		bs = append(bs, bench{greenhouse.NewLayout(o), 1})
+	}
+	if *demo != 0 {
+		// The demo bench as the camera saw it on several days: ill, and
+		// before the lesions showed (those leaves labelled healthy).
+		l := demoLayout(*demo, w, h)
+		for range 3 {
+			bs = append(bs, bench{l, 1}, bench{l, 0.001})
+		}
+	}
+	finder, err := vision.NewLeafFinder(vision.DefaultLeaves())
+	if err != nil {
+		return err
+	}
+	defer finder.Close()
+	var lines []string
+	for b, bench := range bs {
+		s := bench.layout.Render(greenhouse.Jitter{Seed: uint64(b), Lesion: bench.lesion, Sway: 0.03, Light: 0.9 + 0.2*float64(b%3)/2})
+		cam := fmt.Sprintf("bench%d", b+1)
+		at := time.Date(2026, 11, 1+b, 10, 0, 0, 0, time.UTC)
+		truth := Truth{Width: w, Height: h, Plants: s.Plants, Leaves: s.Leaves}
+		if bench.lesion < 0.05 {
+			for i := range truth.Leaves {
+				truth.Leaves[i].Label = "Tomato___healthy" // the lesions do not show yet
+			}
+		}
+		// The regions a device cuts (the leaf stage: sometimes a whole plant),
+		// labelled as the scripted labeller does, and each visible leaf's own
+		// box.
+		var boxes []image.Rectangle
+		found, _, _ := finder.Find(s.Frame)
+		for _, r := range found {
+			boxes = append(boxes, r.Box)
+		}
+		for _, l := range truth.Leaves {
+			if l.Visible < 0.6 || float64(l.Area) < 0.004*float64(w*h) {
+				continue
+			}
+			side := min(int(float64(max(l.Box.Dx(), l.Box.Dy()))*1.3), w, h)
+			cx, cy := (l.Box.Min.X+l.Box.Max.X)/2, (l.Box.Min.Y+l.Box.Max.Y)/2
+			x0, y0 := min(max(cx-side/2, 0), w-side), min(max(cy-side/2, 0), h-side)
+			boxes = append(boxes, image.Rect(x0, y0, x0+side, y0+side))
+		}
+		for i, box := range boxes {
+			label := truthOf(truth, box, 0.25)
+			if label == fieldset.NotALeaf {
+				continue
+			}
+			x0, y0, side := box.Min.X, box.Min.Y, box.Dx()
+			id := fmt.Sprintf("%s-%s-%d", cam, at.Format("20060102T150405.000Z"), i)
+			rec := fieldset.Record{ID: id, Camera: cam, Time: at, Day: at.Format("2006-01-02"), FrameID: cam + "-0", FrameSize: [2]int{w, h},
+				Box: [4]int{x0, y0, side, box.Dy()}, Region: "leaf", Rules: []string{fieldset.RuleBaseline}, Label: label, LabelledBy: "scripted-labeller",
+				Image: filepath.Join(label, id+".jpg")}
+			roi := s.Frame.Region(box)
+			p := filepath.Join(*out, rec.Image)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			ok := gocv.IMWriteWithParams(p, roi, []int{gocv.IMWriteJpegQuality, 85})
+			roi.Close()
+			if !ok {
+				s.Close()
+				return fmt.Errorf("cannot write %s", p)
+			}
+			b, _ := json.Marshal(rec)
+			lines = append(lines, string(b))
+		}
+		s.Close()
+	}
+	if err := os.WriteFile(filepath.Join(*out, fieldset.RecordsFile), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("crops: %d labelled leaves from %d benches in %s\n", len(lines), len(bs), *out)
+	return nil
+}
+
+// cmdVideo writes the demo's video: a bench whose diseased plant shows no
+// lesions at first, then falls ill (the lesions spread), then is healthy
+// again (treated), with its truth.
+func cmdVideo(args []string) error {
+	fs := flag.NewFlagSet("video", flag.ExitOnError)
+	out := fs.String("out", "", "video to write (.avi)")
+	seed := fs.Uint64("seed", 4, "the bench's seed")
+	size := fs.String("size", "1280x720", "frame size")
+	fps := fs.Float64("fps", 2, "frames per second")
+	secs := fs.String("seconds", "6,10,6", "seconds healthy, ill, healthy again")
+	fs.Parse(args)
+	w, h, err := parseSize(*size)
+	if err != nil || *out == "" {
+		return errors.Join(err, errors.New("video: --out is required"))
+	}
+	var parts [3]float64
+	if _, err := fmt.Sscanf(*secs, "%g,%g,%g", &parts[0], &parts[1], &parts[2]); err != nil {
+		return fmt.Errorf("video: --seconds %q: want three numbers", *secs)
+	}
+	layout := demoLayout(*seed, w, h)
+	vw, err := gocv.VideoWriterFile(*out, "MJPG", *fps, w, h, true)
+	if err != nil {
+		return err
+	}
+	defer vw.Close()
+	f := 0
+	for part, secs := range parts {
+		n := int(secs * *fps)
+		for i := 0; i < n; i++ {
+			lesion := 0.001 // healthy-looking: no lesion drawn
+			if part == 1 {
+				lesion = math.Min(1, 0.4+float64(i)/float64(max(1, n/2)))
+			}
+			s := layout.Render(greenhouse.Jitter{Sway: 0.015, Light: 1, Seed: uint64(f + 1), Lesion: lesion})
+			vw.Write(s.Frame)
+			s.Close()
+			f++
+		}
+	}
+	return writeJSON(strings.TrimSuffix(*out, filepath.Ext(*out))+".json", Truth{Camera: "bench1", Width: w, Height: h, Plants: layout.Plants(), Frames: f})
+}
+
+// demoLayout is the demo video's bench: four plants, one of them ill,
+// closer to the camera than the others.
+func demoLayout(seed uint64, w, h int) *greenhouse.Layout {
+	o := greenhouse.Default(Classes, seed)
+	o.Width, o.Height, o.Plants, o.Diseased = w, h, 4, 1
+	scale := float64(w) / 1920
+	o.LeafLength = [2]float64{o.LeafLength[0] * scale * 1.3, o.LeafLength[1] * scale * 1.3}
+	return greenhouse.NewLayout(o)
 }
