@@ -19,7 +19,7 @@ RACE_PKGS := $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) $(GO) list ./... 2>/dev/null | g
 
 .PHONY: deps-cuda build-cuda vet-cuda gpu-check test-cuda-emu test-cuda-emu-mutants devcheck
 .PHONY: deps-cross deps-package build-arm64 test-arm64 test-opencv-matrix package package-test
-.PHONY: all deps build build-purego test test-short vet fmt-check bench demo field-demo clean fuzz fuzz-ci vulncheck staticcheck
+.PHONY: all deps build build-purego test test-short vet fmt-check bench demo field-demo keep-day clean fuzz fuzz-ci vulncheck staticcheck
 
 all: build
 
@@ -139,6 +139,11 @@ demo: build
 # (scripts/field-demo.sh; figures in .cache/field-demo/results.txt).
 field-demo: build
 	@bash scripts/field-demo.sh
+
+# What the default keep rules keep in a (simulated) day of the demo's video.
+keep-day: build
+	@[ -f .cache/demo/model/best.safetensors ] || bash scripts/demo.sh </dev/null
+	$(BIN)/fieldlab keepday --model .cache/demo/model/best.safetensors --video .cache/demo/greenhouse.avi
 
 # ---- arm64 and packages (see the README's "arm64, JetPack and packages") ----
 # Cross builds compile against Debian sysroots made by scripts/sysroot.sh

@@ -103,12 +103,14 @@ trap - EXIT
 
 echo "== field-demo: the same number of samples kept at random"
 BROKER_PORT=$(port)
-daemon_config "$R/random.yaml" "$R/random/state" "$(realpath "$R/base/best.safetensors")" "{rules: [baseline], baseline_every: 500ms, max_per_hour: 3600}" leaves loop "$R"/train/bench*.avi
+daemon_config "$R/random.yaml" "$R/random/state" "$(realpath "$R/base/best.safetensors")" "{rules: [baseline], baseline_every: 1s, max_per_hour: 3600}" leaves loop "$R"/train/bench*.avi
+"$BIN/leafwatchd" check-config "$R/random.yaml" >/dev/null
 "$BIN/leafwatchd" -config "$R/random.yaml" 2>"$R/random.log" &
 rpid=$!
 # Until it has kept at least as many as the rules did (at most 3 minutes).
 for _ in $(seq 1 180); do
   sleep 1
+  kill -0 $rpid 2>/dev/null || { echo "field-demo: leafwatchd stopped; see $R/random.log" >&2; exit 1; }
   n=$("$BIN/leafwatchd" samples --state-dir "$R/random/state" summary --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])' 2>/dev/null || echo 0)
   [[ $n -ge $kept ]] && break
 done

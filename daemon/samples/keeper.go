@@ -513,6 +513,16 @@ func (k *Keeper) yield() {
 	}
 }
 
+// Pending reports whether the writer holds frames not yet written.
+func (k *Keeper) Pending() bool {
+	for _, cs := range k.cams {
+		if len(cs.pool) < cap(cs.pool) {
+			return true
+		}
+	}
+	return false
+}
+
 // Full reports whether labelled samples fill the budget (keeping stopped).
 func (k *Keeper) Full() bool { return k.full.Load() }
 

@@ -11,6 +11,7 @@
 //	fieldlab alerts --events FILE --truth T.json
 //	fieldlab crops  --out DIR [--benches N] [--seed S]   leaf crops as a labelled export (a grower's past labelling)
 //	fieldlab video  --out FILE.avi [--seed S]            the demo's bench: a plant falls ill and recovers
+//	fieldlab keepday --model CKPT --video FILE.avi       what the default keep rules keep in a simulated day
 package main
 
 import (
@@ -32,6 +33,8 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/leafwatch/leafwatch/daemon"
+	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/internal/fieldset"
 	"github.com/leafwatch/leafwatch/internal/greenhouse"
 	"github.com/leafwatch/leafwatch/model"
@@ -72,6 +75,8 @@ func main() {
 		err = cmdCrops(os.Args[2:])
 	case "video":
 		err = cmdVideo(os.Args[2:])
+	case "keepday":
+		err = cmdKeepDay(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -619,3 +624,129 @@ func demoLayout(seed uint64, w, h int) *greenhouse.Layout {
 	o.LeafLength = [2]float64{o.LeafLength[0] * scale * 1.3, o.LeafLength[1] * scale * 1.3}
 	return greenhouse.NewLayout(o)
 }
+
+// cmdKeepDay simulates a day of a camera looking at a video in a loop —
+// one sample every interval for 24 hours, on the keeper's own clock — and
+// counts what the default keep settings keep: "how many samples would the
+// defaults keep in a day of the demo video". The model runs once per
+// distinct frame (the loop repeats them); the keep rules, the dedup and
+// the caps see every sample.
+func cmdKeepDay(args []string) error {
+	fs := flag.NewFlagSet("keepday", flag.ExitOnError)
+	ckpt := fs.String("model", "", "checkpoint")
+	video := fs.String("video", "", "the camera's video (played in a loop)")
+	interval := fs.Duration("interval", 5*time.Second, "the camera's interval (the default 5 s)")
+	hours := fs.Float64("hours", 24, "hours to simulate")
+	fs.Parse(args)
+	m, err := model.Load(*ckpt)
+	if err != nil {
+		return err
+	}
+	vc, err := gocv.VideoCaptureFile(*video)
+	if err != nil {
+		return err
+	}
+	fps := vc.Get(gocv.VideoCaptureFPS)
+	var frames []gocv.Mat
+	for {
+		f := gocv.NewMat()
+		if !vc.Read(&f) || f.Empty() {
+			f.Close()
+			break
+		}
+		frames = append(frames, f)
+	}
+	vc.Close()
+	defer func() {
+		for _, f := range frames {
+			f.Close()
+		}
+	}()
+	if len(frames) == 0 || fps <= 0 {
+		return fmt.Errorf("%s: no frames", *video)
+	}
+	pp, err := vision.NewRegionPreprocessor(train.PreprocessOf(m.Meta), vision.Regions{Mode: vision.RegionsLeaves, Leaves: vision.DefaultLeaves()})
+	if err != nil {
+		return err
+	}
+	defer pp.Close()
+	clf := model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
+	defer clf.Close()
+	dec := daemon.NewDecider("day", "cam", daemon.DefaultDecision())
+	type seen struct {
+		regions []samples.Region
+	}
+	cache := map[int]seen{}
+	dir, _ := os.MkdirTemp("", "keepday-")
+	defer os.RemoveAll(dir)
+	st, err := samples.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var now time.Duration
+	met := &dayMetrics{kept: map[string]int{}, skipped: map[string]int{}}
+	k := samples.NewKeeper(st, map[string]samples.Config{"cam": samples.DefaultConfig()}, samples.Options{MaxBytes: 2048 << 20,
+		Clock: func() time.Duration { return now }, Metrics: met, Seed: 7})
+	if err := k.Start(context.Background()); err != nil {
+		return err
+	}
+	n := int(*hours * float64(time.Hour) / float64(*interval))
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	work := gocv.NewMat()
+	defer work.Close()
+	for i := 0; i < n; i++ {
+		now = time.Duration(i) * *interval
+		fi := int(math.Mod(now.Seconds(), float64(len(frames))/fps)*fps) % len(frames)
+		sn, ok := cache[fi]
+		if !ok {
+			x, boxes, err := pp.Run(frames[fi])
+			if err != nil {
+				return err
+			}
+			preds, err := clf.Classify(context.Background(), x, len(boxes), 5)
+			if err != nil {
+				return err
+			}
+			for j, b := range boxes {
+				top := make([]fieldset.Scored, 0, 5)
+				for _, s := range preds[j].Top {
+					top = append(top, fieldset.Scored{Label: s.Label, Prob: s.Prob})
+				}
+				decided := dec.Label(preds[j].Best())
+				sn.regions = append(sn.regions, samples.Region{Box: b, Kind: pp.Kinds()[j], Top: top, Decided: decided,
+					Threshold: dec.Threshold(top[0].Label), Disease: daemon.IsDisease(decided)})
+			}
+			cache[fi] = sn
+		}
+		best := 0
+		for j, r := range sn.regions {
+			if r.Disease && (!sn.regions[best].Disease || r.Top[0].Prob > sn.regions[best].Top[0].Prob) {
+				best = j
+			}
+		}
+		at := t0.Add(now)
+		events := dec.Observe(sn.regions[best].Decided, sn.regions[best].Top[0].Prob, at)
+		frames[fi].CopyTo(&work)
+		k.Offer(samples.Offer{Camera: "cam", Time: at, Frame: &work, Regions: sn.regions, Alert: len(events) > 0, Chosen: best,
+			Model: fieldset.ModelRef{Version: m.Meta.Version, Engine: "cpu"}})
+		for k.Pending() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	k.Close()
+	sum, _ := st.Summarise(context.Background())
+	fmt.Printf("a day of %s (%d distinct frames, a sample every %v: %d samples): kept %d (%.1f MB); by rule %v; skipped %v\n",
+		filepath.Base(*video), len(frames), *interval, n, sum.Total, float64(sum.Bytes)/(1<<20), met.kept, met.skipped)
+	return nil
+}
+
+type dayMetrics struct {
+	kept, skipped map[string]int
+}
+
+func (d *dayMetrics) Kept(_, rule string)      { d.kept[rule]++ }
+func (d *dayMetrics) Skipped(_, reason string) { d.skipped[reason]++ }
+func (d *dayMetrics) Evicted(int)              {}
+func (d *dayMetrics) WriteFailed()             {}
+func (d *dayMetrics) BudgetFull(bool)          {}
