@@ -119,6 +119,7 @@ bench: deps
 	   LEAFWATCH_ONNXRUNTIME_LIB=$$(scripts/onnxruntime.sh) $(GO) test -tags onnxruntime -run Agrees -bench VsONNXRuntime -benchtime 20x ./model/ortcheck/ && \
 	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/ && \
 	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/ && \
+	   $(GO) test -run XXX -bench 'LeafRegions|LeafStageShare' -benchtime 5x ./vision/ && \
 	   $(GO) test -run XXX -bench MultiCameraThroughput -benchtime 2x ./daemon/ && \
 	   $(GO) test -run XXX -bench KeepOverhead -benchtime 1x ./daemon/ && \
 	   $(GO) test -run XXX -bench PrecisionAgreement -benchtime 1x ./tools/finetune/train/; } | tee /dev/stderr | scripts/benchsummary.sh

@@ -1,14 +1,18 @@
 package vision
 
 import (
+	"context"
 	"fmt"
 	"image"
 	"image/color"
+	"slices"
 	"testing"
+	"time"
 
 	"gocv.io/x/gocv"
 
 	"github.com/leafwatch/leafwatch/internal/greenhouse"
+	"github.com/leafwatch/leafwatch/model"
 )
 
 var tomato = []string{"Tomato___healthy", "Tomato___Late_blight", "Tomato___Early_blight", "Tomato___Leaf_Mold", "Tomato___Septoria_leaf_spot", "Tomato___Target_Spot"}
@@ -269,4 +273,50 @@ func BenchmarkLeafRegions(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkLeafStageShare: on 1920×1080 greenhouse frames, the leaf stage
+// alone against the frame's whole classification — the stage, preparing
+// its regions and AlexNet (torchvision, the CPU engine, fp32) on them as one
+// batch — alternating in one process; reports the share the stage takes.
+func BenchmarkLeafStageShare(b *testing.B) {
+	var scenes []*greenhouse.Scene
+	for seed := uint64(600); seed < 604; seed++ {
+		scenes = append(scenes, greenhouse.NewLayout(greenhouse.Default(tomato, seed)).Render(greenhouse.Jitter{}))
+	}
+	defer func() {
+		for _, s := range scenes {
+			s.Close()
+		}
+	}()
+	m, _ := model.NewRandom(model.TorchVision, len(tomato), 1)
+	m.Meta.Labels = tomato
+	clf := model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
+	defer clf.Close()
+	pre := Preprocess{InputSize: m.Meta.InputSize, Resize: m.Meta.Resize, Mean: m.Meta.Mean, Std: m.Meta.Std}
+	pp, _ := NewRegionPreprocessor(pre, Regions{Mode: RegionsLeaves, Leaves: DefaultLeaves()})
+	defer pp.Close()
+	f, _ := NewLeafFinder(DefaultLeaves())
+	defer f.Close()
+	ctx := context.Background()
+	var stage, whole []float64
+	regions := 0
+	for i := range b.N * 4 {
+		s := scenes[i%len(scenes)]
+		t0 := time.Now()
+		f.Find(s.Frame)
+		stage = append(stage, float64(time.Since(t0))/1e6)
+		t0 = time.Now()
+		x, boxes, _ := pp.Run(s.Frame)
+		clf.Classify(ctx, x, len(boxes), 3)
+		whole = append(whole, float64(time.Since(t0))/1e6)
+		regions += len(boxes)
+	}
+	slices.Sort(stage)
+	slices.Sort(whole)
+	ms, mw := stage[len(stage)/2], whole[len(whole)/2]
+	b.ReportMetric(ms, "ms/frame_stage")
+	b.ReportMetric(mw, "ms/frame_classified")
+	b.ReportMetric(ms/mw, "share")
+	b.ReportMetric(float64(regions)/float64(len(stage)), "regions/frame")
 }
