@@ -105,6 +105,7 @@ test: deps fmt-check vet staticcheck vulncheck build-purego
 	$(GO) test -count=1 -race -run 'Concurrent|Allocates' ./model/
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 	$(GO) test -count=1 -run 'RSSAfterReloads' ./daemon/
+	$(GO) test -count=1 -run 'EncryptedKey' ./internal/bundle/
 	CGO_ENABLED=0 $(GO) test -count=1 -run 'Reference|Gradients' ./model/
 	$(GO) test -count=1 -tags matprofile -run NoLeakedMats ./vision/ ./daemon/
 

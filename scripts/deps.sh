@@ -20,6 +20,7 @@ PKGS=(
   openssl                       # test certificates
   systemd                       # systemd-analyze verify of the unit
   chromium                      # the labelling page's browser test (chromedp)
+  minisign                      # bundles verify with the reference tool (test)
   ca-certificates
 )
 . /etc/os-release
