@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leafwatch/leafwatch/internal/fetch"
 	"github.com/leafwatch/leafwatch/internal/fieldset"
 )
 
@@ -108,98 +109,30 @@ func pull(ctx context.Context, o pullOptions) (pullReport, error) {
 		u.RawQuery = "labelled_only=1"
 	}
 	partial := strings.TrimSuffix(o.out, "/") + ".tar.partial"
-	for attempt := 0; ; attempt++ {
-		err = download(ctx, o, u.String(), partial)
-		if err == nil {
-			break
-		}
-		var perm *permanentError
-		if errors.As(err, &perm) || ctx.Err() != nil || attempt >= o.retries {
-			return pullReport{}, err
-		}
-		o.log.Warn("pull interrupted; resuming", "err", err, "attempt", attempt+1)
-		select {
-		case <-time.After(o.retryWait):
-		case <-ctx.Done():
-			return pullReport{}, ctx.Err()
-		}
+	hdr := http.Header{}
+	if o.token != "" {
+		hdr.Set("Authorization", "Bearer "+o.token)
+	} else if o.user != "" {
+		req, _ := http.NewRequest("GET", "/", nil)
+		req.SetBasicAuth(o.user, o.pw)
+		hdr.Set("Authorization", req.Header.Get("Authorization"))
+	}
+	err = fetch.Retry(ctx, fetch.Request{URL: u.String(), Partial: partial, Client: o.client, Header: hdr, MaxBytes: o.maxBytes, Log: o.log}, o.retries, o.retryWait)
+	var se *fetch.StatusError
+	switch {
+	case errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden):
+		return pullReport{}, fmt.Errorf("pull: the device refused (%s): %s — give --token-file or --basic-auth-file with its http_auth credentials", se.Status, se.Body)
+	case errors.Is(err, fetch.ErrTooLarge):
+		return pullReport{}, fmt.Errorf("pull: %w (--max-mb)", err)
+	case err != nil:
+		return pullReport{}, fmt.Errorf("pull: %w", err)
 	}
 	rep, err := unpack(partial, o.out)
 	if err != nil {
 		return rep, err
 	}
-	os.Remove(partial)
-	os.Remove(partial + ".etag")
+	fetch.Discard(partial)
 	return rep, nil
-}
-
-// permanentError ends a pull without retrying (authentication, a refusal).
-type permanentError struct{ error }
-
-func download(ctx context.Context, o pullOptions, url, partial string) error {
-	var have int64
-	etag, _ := os.ReadFile(partial + ".etag")
-	if st, err := os.Stat(partial); err == nil && len(etag) > 0 {
-		have = st.Size()
-	}
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		return err
-	}
-	if o.token != "" {
-		req.Header.Set("Authorization", "Bearer "+o.token)
-	} else if o.user != "" {
-		req.SetBasicAuth(o.user, o.pw)
-	}
-	if have > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", have))
-		req.Header.Set("If-Range", string(etag))
-	}
-	resp, err := o.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	var f *os.File
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
-		o.log.Info("resuming the download", "from_byte", have)
-		f, err = os.OpenFile(partial, os.O_WRONLY|os.O_APPEND, 0o644)
-	case http.StatusOK:
-		if have > 0 {
-			o.log.Info("the device's samples changed since the interrupted pull: downloading again")
-		}
-		have = 0
-		f, err = os.Create(partial)
-	case http.StatusUnauthorized, http.StatusForbidden:
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return &permanentError{fmt.Errorf("pull: the device refused (%s): %s — give --token-file or --basic-auth-file with its http_auth credentials", resp.Status, strings.TrimSpace(string(b)))}
-	default:
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return &permanentError{fmt.Errorf("pull: %s: %s %s", url, resp.Status, strings.TrimSpace(string(b)))}
-	}
-	if err != nil {
-		return &permanentError{fmt.Errorf("pull: %w", err)}
-	}
-	defer f.Close()
-	total := have + resp.ContentLength
-	if resp.ContentLength < 0 {
-		return &permanentError{errors.New("pull: the device sent no Content-Length")}
-	}
-	if total > o.maxBytes {
-		return &permanentError{fmt.Errorf("pull: the export is %d MB, more than --max-mb %d", total>>20, o.maxBytes>>20)}
-	}
-	if err := os.WriteFile(partial+".etag", []byte(resp.Header.Get("ETag")), 0o644); err != nil {
-		return &permanentError{fmt.Errorf("pull: %w", err)}
-	}
-	n, err := io.Copy(f, resp.Body)
-	if err == nil && n != resp.ContentLength {
-		err = fmt.Errorf("the connection ended after %d of %d bytes", have+n, total)
-	}
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	return err
 }
 
 // unpack extracts the archive beside out, checks SHA256SUMS and renames
