@@ -93,9 +93,9 @@ type SnapshotConfig struct {
 
 // CameraConfig is one camera.
 type CameraConfig struct {
-	Name     string         `yaml:"name"`
-	Source   string         `yaml:"source"`
-	Interval time.Duration  `yaml:"interval"`
+	Name     string        `yaml:"name"`
+	Source   string        `yaml:"source"`
+	Interval time.Duration `yaml:"interval"`
 	// Regions: "leaves" (find the leaves, classify each) or "tiles" (the
 	// tiling's grid). Leaves fall back to the tiling (or the whole frame)
 	// on frames without colour or vegetation.

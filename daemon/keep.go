@@ -143,11 +143,13 @@ func newSamplesMetrics() *samplesMetrics {
 	}
 }
 
-func (m *samplesMetrics) Kept(camera, rule string)       { m.kept.WithLabelValues(camera, rule).Inc() }
-func (m *samplesMetrics) Skipped(camera, reason string)  { m.skipped.WithLabelValues(camera, reason).Inc() }
-func (m *samplesMetrics) Evicted(n int)                  { m.evicted.Add(float64(n)) }
-func (m *samplesMetrics) WriteFailed()                   { m.writeFailures.Inc() }
-func (m *samplesMetrics) BudgetFull(full bool)           { m.full.Set(b2f(full)) }
+func (m *samplesMetrics) Kept(camera, rule string) { m.kept.WithLabelValues(camera, rule).Inc() }
+func (m *samplesMetrics) Skipped(camera, reason string) {
+	m.skipped.WithLabelValues(camera, reason).Inc()
+}
+func (m *samplesMetrics) Evicted(n int)        { m.evicted.Add(float64(n)) }
+func (m *samplesMetrics) WriteFailed()         { m.writeFailures.Inc() }
+func (m *samplesMetrics) BudgetFull(full bool) { m.full.Set(b2f(full)) }
 func (m *samplesMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.kept, m.skipped, m.evicted, m.writeFailures, m.full}
 }

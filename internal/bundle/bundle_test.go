@@ -272,4 +272,3 @@ func TestKeys(t *testing.T) {
 		t.Error("a missing key file accepted")
 	}
 }
-

@@ -8,16 +8,18 @@ import (
 )
 
 // SignCheckpoint writes the checkpoint's manifest and its signature beside
-// it (replacing earlier ones) and returns the manifest. A summary of ""
-// keeps the one an existing manifest of the same checkpoint carries.
+// it (replacing earlier ones) and returns the manifest. What an existing
+// manifest of the same checkpoint says beyond the file (finetune's
+// evaluation, and the summary when summary is "") is kept.
 func SignCheckpoint(s *Signer, checkpoint, summary string) (Manifest, error) {
 	m, err := Describe(checkpoint, summary)
 	if err != nil {
 		return m, err
 	}
-	if summary == "" {
-		if b, err := os.ReadFile(ManifestPath(checkpoint)); err == nil {
-			if old, err := ParseManifest(b); err == nil && old.SHA256 == m.SHA256 {
+	if b, err := os.ReadFile(ManifestPath(checkpoint)); err == nil {
+		if old, err := ParseManifest(b); err == nil && old.SHA256 == m.SHA256 {
+			m.Evaluation = old.Evaluation
+			if summary == "" {
 				m.Summary = old.Summary
 			}
 		}
@@ -34,11 +36,12 @@ func SignCheckpoint(s *Signer, checkpoint, summary string) (Manifest, error) {
 
 // WriteManifest writes an unsigned manifest beside a checkpoint (finetune
 // train does, so that signing later only adds the signature).
-func WriteManifest(checkpoint, summary string) (Manifest, error) {
+func WriteManifest(checkpoint, summary string, eval map[string]Accuracy) (Manifest, error) {
 	m, err := Describe(checkpoint, summary)
 	if err != nil {
 		return m, err
 	}
+	m.Evaluation = eval
 	if err := WriteFileAtomic(ManifestPath(checkpoint), m.Marshal(), 0o644); err != nil {
 		return m, err
 	}

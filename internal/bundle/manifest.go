@@ -66,6 +66,16 @@ type Manifest struct {
 	// Summary is a line for people (the update entity's release summary).
 	Summary  string                 `json:"release_summary,omitempty"`
 	Training *model.TrainingSummary `json:"training,omitempty"`
+	// Evaluation is the accuracy per source of images as finetune
+	// measured it: "plantvillage_val", "field_val", "field_test" (the
+	// greenhouse's baseline samples, the honest field figure).
+	Evaluation map[string]Accuracy `json:"evaluation,omitempty"`
+}
+
+// Accuracy is one evaluation.
+type Accuracy struct {
+	Accuracy float64 `json:"accuracy"`
+	Samples  int     `json:"samples"`
 }
 
 // ManifestPath is where a checkpoint's manifest lives: beside it.

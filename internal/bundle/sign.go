@@ -95,6 +95,9 @@ func LoadSigner(path, password string) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("private key: %w", err)
 	}
+	if bytes.Contains(b, []byte("minisign public key")) {
+		return nil, fmt.Errorf("private key %s: not a minisign private key but a public one (sign with the .key file)", path)
+	}
 	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("private key %s can be read by others (mode %v): chmod 600 it", path, st.Mode().Perm())
 	}

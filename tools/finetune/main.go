@@ -1,7 +1,7 @@
 // Command finetune turns an ImageNet-trained AlexNet into a Leafwatch model:
 // it replaces the last layer by one sized for the dataset, resets the
 // penultimate layer, and resumes training. Subcommands: synth, import,
-// train, eval, predict.
+// export, train, eval, predict, pull, keygen, sign.
 package main
 
 import (
@@ -40,6 +40,8 @@ Commands:
   finetune pull    http://DEVICE:8080 --token-file F --out DIR  fetch a device's labelled samples (resumable, checked)
   finetune predict --model CKPT [--top K] [--regions leaves|tiles] [--tile-rows R --tile-cols C] [--precision P] IMAGE...
                    classify files as leafwatchd would
+  finetune keygen  [--password-file F] NAME                    a signing key pair: NAME.key (private), NAME.pub (for devices)
+  finetune sign    --key NAME.key [--summary TEXT] CKPT       write CKPT's manifest and its signature beside it (for fleet updates)
 
 Options:
   --help       show this help and exit
@@ -74,6 +76,10 @@ func main() {
 		err = cmdPull(ctx, os.Args[2:], log)
 	case "export":
 		err = cmdExport(os.Args[2:])
+	case "keygen":
+		err = cmdKeygen(os.Args[2:])
+	case "sign":
+		err = cmdSign(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 		return

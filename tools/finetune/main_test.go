@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leafwatch/leafwatch/internal/bundle"
 	"github.com/leafwatch/leafwatch/internal/selfexec"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
@@ -235,6 +236,37 @@ func TestTrainCommandInterruptResumeRestore(t *testing.T) {
 	}
 	if log, err = run("predict", "--model", filepath.Join(out, "best.safetensors"), "--precision", "fp8", leaf[0]); err == nil || !strings.Contains(log, "--precision") || !strings.Contains(log, "fp8") {
 		t.Errorf("predict --precision fp8 (%v):\n%s", err, log)
+	}
+	// The run left a manifest beside best; keygen and sign add the
+	// signature a device checks.
+	best := filepath.Join(out, "best.safetensors")
+	man, err := bundle.ReadBeside(best)
+	if err != nil || man.Sig != nil || man.Manifest.Evaluation["val"].Samples == 0 {
+		t.Fatalf("the manifest train wrote: %+v %v", man.Manifest, err)
+	}
+	keys := t.TempDir()
+	if log, err = run("keygen", filepath.Join(keys, "release")); err != nil || !strings.Contains(log, "release.pub") {
+		t.Fatalf("keygen (%v):\n%s", err, log)
+	}
+	if log, err = run("sign", "--key", filepath.Join(keys, "release.key"), "--summary", "first greenhouse model", best); err != nil || !strings.Contains(log, "signed model") {
+		t.Fatalf("sign (%v):\n%s", err, log)
+	}
+	key, _ := os.ReadFile(filepath.Join(keys, "release.key"))
+	if strings.Contains(log, strings.TrimSpace(strings.SplitN(string(key), "\n", 2)[1])[:40]) {
+		t.Error("sign printed the private key")
+	}
+	ring, _ := bundle.LoadKeyring([]string{filepath.Join(keys, "release.pub")})
+	if man, err = bundle.ReadBeside(best); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := man.Verify(ring, false); err != nil || man.Manifest.Summary != "first greenhouse model" || man.Manifest.Evaluation["val"].Samples == 0 {
+		t.Errorf("signed bundle: %v %+v", err, man.Manifest)
+	}
+	if err := man.Manifest.CheckCheckpoint(best); err != nil {
+		t.Error(err)
+	}
+	if log, err = run("sign", "--key", filepath.Join(keys, "release.pub"), best); err == nil || !strings.Contains(log, "not a minisign private key") {
+		t.Errorf("signing with the public key (%v):\n%s", err, log)
 	}
 	start := time.Now()
 	if log, err = run("train", "--data", data, "--out", t.TempDir(), "--lr", "Inf"); err == nil || !strings.Contains(log, "learning rate +Inf") || strings.Contains(log, "dataset") {

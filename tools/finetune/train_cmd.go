@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/leafwatch/leafwatch/internal/bundle"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/model/gpu"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
@@ -193,7 +194,11 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 		}
 		return err
 	}
-	fmt.Printf("best epoch %d: val accuracy %.4f, macro-F1 %.4f → %s\n", res.BestEpoch, res.Best.Accuracy, res.Best.MacroF1, filepath.Join(cfg.Out, "best.safetensors"))
+	best := filepath.Join(cfg.Out, "best.safetensors")
+	if _, err := bundle.WriteManifest(best, "", evaluation(res)); err != nil {
+		return fmt.Errorf("manifest of %s: %w", best, err)
+	}
+	fmt.Printf("best epoch %d: val accuracy %.4f, macro-F1 %.4f → %s (manifest beside it; finetune sign adds the signature)\n", res.BestEpoch, res.Best.Accuracy, res.Best.MacroF1, best)
 	if f := res.BySource[train.SourceField]; f.Total > 0 {
 		fmt.Printf("  plantvillage validation: accuracy %.4f (%d images); field validation: accuracy %.4f (%d samples)\n",
 			res.BySource[train.SourceData].Accuracy, res.BySource[train.SourceData].Total, f.Accuracy, f.Total)
@@ -206,6 +211,24 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 		fmt.Println()
 	}
 	return nil
+}
+
+// evaluation is the run's accuracy per source of images, for the manifest.
+func evaluation(res *train.Result) map[string]bundle.Accuracy {
+	out := map[string]bundle.Accuracy{}
+	add := func(name string, r train.Report) {
+		if r.Total > 0 {
+			out[name] = bundle.Accuracy{Accuracy: r.Accuracy, Samples: r.Total}
+		}
+	}
+	if res.BySource[train.SourceField].Total > 0 {
+		add("plantvillage_val", res.BySource[train.SourceData])
+		add("field_val", res.BySource[train.SourceField])
+	} else {
+		add("val", res.Best)
+	}
+	add("field_test", res.Test)
+	return out
 }
 
 // logField says what the field samples became.

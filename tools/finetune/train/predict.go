@@ -52,8 +52,8 @@ type Prediction struct {
 	Kinds []string // leaf, tile or frame, per box
 	// Fallback says why leaves were not used ("" when they were).
 	Fallback string
-	Preds []model.Prediction
-	Input []float32 // owned by the Predictor; valid until the next call
+	Preds    []model.Prediction
+	Input    []float32 // owned by the Predictor; valid until the next call
 }
 
 // Predict classifies one file. Errors do not repeat the path.

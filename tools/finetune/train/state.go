@@ -16,18 +16,18 @@ import (
 
 // EpochLog is one row of the per-epoch CSV log.
 type EpochLog struct {
-	Epoch        int     `json:"epoch"`
-	LR           float64 `json:"lr"`
-	TrainLoss    float64 `json:"train_loss"`
-	TrainAcc     float64 `json:"train_acc"`
-	ValLoss      float64 `json:"val_loss"`
-	ValAcc       float64 `json:"val_acc"`
-	ValMacroF1   float64 `json:"val_macro_f1"`
+	Epoch      int     `json:"epoch"`
+	LR         float64 `json:"lr"`
+	TrainLoss  float64 `json:"train_loss"`
+	TrainAcc   float64 `json:"train_acc"`
+	ValLoss    float64 `json:"val_loss"`
+	ValAcc     float64 `json:"val_acc"`
+	ValMacroF1 float64 `json:"val_macro_f1"`
 	// Per source, when the run has field samples.
-	ValAccData  float64 `json:"val_acc_plantvillage,omitempty"`
-	ValAccField float64 `json:"val_acc_field,omitempty"`
-	ValField    int     `json:"val_field,omitempty"`
-	Seconds     float64 `json:"seconds"`
+	ValAccData   float64 `json:"val_acc_plantvillage,omitempty"`
+	ValAccField  float64 `json:"val_acc_field,omitempty"`
+	ValField     int     `json:"val_field,omitempty"`
+	Seconds      float64 `json:"seconds"`
 	ImagesPerSec float64 `json:"images_per_s"`
 }
 

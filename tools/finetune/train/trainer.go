@@ -70,8 +70,8 @@ type Config struct {
 	// like any image.
 	FieldShare float64
 	Patience   int // epochs without a better val macro-F1 before stopping; 0 = never
-	Workers         int
-	MaxSteps        int // stop (as if interrupted) after this many batches; for tests
+	Workers    int
+	MaxSteps   int // stop (as if interrupted) after this many batches; for tests
 	// Engine is auto, cpu or cuda: where the training passes run.
 	Engine string
 
