@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/leafwatch/leafwatch/daemon/fleet"
 	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/mqtt"
@@ -51,8 +52,13 @@ type Config struct {
 	ReloadMinInterval time.Duration  `yaml:"reload_min_interval"`
 	Snapshots         SnapshotConfig `yaml:"snapshots"`
 	Samples           SamplesConfig  `yaml:"samples"`
-	Stats             time.Duration  `yaml:"stats_interval"`
-	Cameras           []CameraConfig `yaml:"cameras"`
+	// Models decides which new models this device takes: trusted keys,
+	// acceptance on the labelled samples, rollback (daemon/fleet).
+	Models fleet.Config `yaml:"models"`
+	// Fleet is the group whose model announcements this device follows.
+	Fleet   fleet.Group    `yaml:"fleet"`
+	Stats   time.Duration  `yaml:"stats_interval"`
+	Cameras []CameraConfig `yaml:"cameras"`
 	// ExitWhenSourcesEnd stops the daemon once every camera source has
 	// ended (video files without loop): for demos and tests.
 	ExitWhenSourcesEnd bool `yaml:"exit_when_sources_end"`
@@ -131,6 +137,7 @@ func DefaultConfig() Config {
 		Embedded: mqtt.BrokerConfig{Address: "127.0.0.1:1883"}, OutboxMB: 64, ReloadMinInterval: 10 * time.Second,
 		Snapshots: SnapshotConfig{Width: 960, Quality: 85, MaxMB: 512}, Stats: time.Minute,
 		Samples: SamplesConfig{MaxMB: 2048, TargetPerClass: 20, FrameWidth: 640},
+		Models:  fleet.DefaultConfig(), Fleet: fleet.Group{Group: "default"},
 	}
 }
 
@@ -390,6 +397,14 @@ func (c *Config) validate(root *yaml.Node) []string {
 	}
 	if c.Samples.FrameWidth < 64 || c.Samples.FrameWidth > 4096 {
 		add(fmt.Sprintf("%d: use 64..4096 pixels", c.Samples.FrameWidth), "samples", "frame_width")
+	}
+	if err := c.Models.Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			add(e.Error(), "models")
+		}
+	}
+	if err := c.Fleet.Validate(); err != nil {
+		add(err.Error(), "fleet")
 	}
 	if c.Stats < 0 || (c.Stats > 0 && c.Stats < time.Second) {
 		add(fmt.Sprintf("%v: use 0 (off) or at least 1s", c.Stats), "stats_interval")

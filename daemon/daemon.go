@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/leafwatch/leafwatch/daemon/fleet"
 	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/internal/buildinfo"
 	"github.com/leafwatch/leafwatch/model/gpu"
@@ -49,6 +50,8 @@ type Daemon struct {
 	samplesErr string          // why store is nil
 	sumCache   summaryCache
 	csrf       string // the labelling page's token for state-changing requests
+
+	updater *fleet.Updater // takes models announced to the fleet group
 }
 
 // restoredEvent is an end decided while restoring a camera's state, to
@@ -90,6 +93,9 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.openSamples()
+	if err := d.openUpdater(); err != nil {
+		return nil, err
+	}
 	if d.snaps, err = vision.OpenSnapshotDir(filepath.Join(cfg.StateDir, "snapshots"), int64(cfg.Snapshots.MaxMB)<<20); err != nil {
 		return nil, err
 	}
@@ -202,7 +208,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, c := range d.cams {
 		names = append(names, c.cfg.Name)
 	}
-	pub, err := mqtt.NewPublisher(d.cfg.MQTT, mqtt.Options{Outbox: ob, Logger: d.log, Cameras: names, SWVersion: Version, Commands: d})
+	pub, err := mqtt.NewPublisher(d.cfg.MQTT, mqtt.Options{Outbox: ob, Logger: d.log, Cameras: names, SWVersion: Version, Commands: d,
+		Subscriptions: []mqtt.Subscription{d.fleetSubscription()}})
 	if err != nil {
 		return err
 	}
@@ -247,6 +254,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.ready.Store(true)
 	notify("READY=1")
 	go d.watchModelFile(camCtx)
+	updDone := make(chan struct{})
+	go func() { d.updater.Run(camCtx); close(updDone) }()
 	go d.statsLoop(camCtx)
 	go d.samplesLoop(camCtx)
 	go d.watchdog(camCtx)
@@ -259,6 +268,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("shutting down: stopping capture")
 	stopCams()
 	wg.Wait() // loops finish their in-flight sample
+	<-updDone // an update in progress stops (a download resumes at the next start)
 	// Cameras close at once, not one after another: each may wait up to 3 s
 	// for a read that hangs in OpenCV.
 	var closing sync.WaitGroup
@@ -371,6 +381,17 @@ func (d *Daemon) HandleCommand(ctx context.Context, c mqtt.Command) (any, error)
 	switch c.Name {
 	case mqtt.CmdReload:
 		if err := d.Reload("mqtt command"); err != nil {
+			return nil, err
+		}
+		return map[string]string{"model_version": d.engine().Model().Meta.Version}, nil
+	case mqtt.CmdInstall:
+		v, err := d.updater.Install()
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"installing": v, "follow": d.pub.Topics().Update()}, nil
+	case mqtt.CmdRollback:
+		if err := d.updater.Rollback(ctx, "rollback command"); err != nil {
 			return nil, err
 		}
 		return map[string]string{"model_version": d.engine().Model().Meta.Version}, nil

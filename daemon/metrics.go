@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/leafwatch/leafwatch/daemon/fleet"
 	"github.com/leafwatch/leafwatch/daemon/samples"
 )
 
@@ -29,6 +30,8 @@ type metrics struct {
 	engineFallbacks prometheus.Counter
 	keep            *samplesMetrics
 	regionFallbacks *prometheus.CounterVec
+	updateState     *prometheus.GaugeVec
+	acceptance      *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -49,7 +52,11 @@ func newMetrics() *metrics {
 		regionFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leafwatch_region_fallbacks_total",
 			Help: "Frames classified by their tiles (or whole) because no leaves could be found: no_colour (night, infrared, a grey camera) or no_vegetation."}, []string{"camera", "reason"}),
 	}
-	m.reg.MustRegister(m.regionFallbacks)
+	m.updateState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leafwatch_model_update_state",
+		Help: "The model update's state (value 1): idle, available, downloading, verifying, evaluating, installed, refused, rolled_back, failed."}, []string{"state"})
+	m.acceptance = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leafwatch_model_acceptance_accuracy",
+		Help: "Accuracy on this device's labelled samples at the last comparison of an offered model, for the serving model and the candidate."}, []string{"model"})
+	m.reg.MustRegister(m.regionFallbacks, m.updateState, m.acceptance)
 	m.reg.MustRegister(m.keep.collectors()...)
 	m.reg.MustRegister(m.samples, m.drops, m.decisions, m.alerts, m.inference, m.reloadOK, m.reloadFail, m.reloading, m.modelInfo, m.engineInfo, m.engineFallbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -110,6 +117,15 @@ func b2f(b bool) float64 {
 func (m *metrics) setModel(v string) {
 	m.modelInfo.Reset()
 	m.modelInfo.WithLabelValues(v).Set(1)
+}
+
+func (m *metrics) setUpdate(s fleet.State) {
+	m.updateState.Reset()
+	m.updateState.WithLabelValues(s.State).Set(1)
+	if a := s.Acceptance; a != nil && a.Set != "none" {
+		m.acceptance.WithLabelValues("serving").Set(a.Serving)
+		m.acceptance.WithLabelValues("candidate").Set(a.Candidate)
+	}
 }
 
 func (m *metrics) setEngine(e string) {

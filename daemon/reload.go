@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leafwatch/leafwatch/daemon/fleet"
+	"github.com/leafwatch/leafwatch/internal/bundle"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/model/gpu"
 	"github.com/leafwatch/leafwatch/mqtt"
@@ -35,25 +37,82 @@ func (d *Daemon) loadModel() error {
 	if err != nil {
 		return fmt.Errorf("model: %w", err)
 	}
-	m, err := model.Load(d.cfg.Model)
+	var man bundle.Manifest
+	if d.cfg.Models.Local == fleet.LocalSigned {
+		// Signed only: the file needs a manifest and a trusted signature
+		// beside it, as a fleet bundle has; a renamed-in file without them
+		// is refused.
+		if man, err = d.checkSignedLocal(); err != nil {
+			return err
+		}
+	}
+	c, err := d.prepareEngine(d.cfg.Model, man)
 	if err != nil {
 		return err
 	}
+	d.swapIn(c, st.ModTime())
+	return nil
+}
+
+// checkSignedLocal reads and verifies the manifest and signature beside
+// the model file.
+func (d *Daemon) checkSignedLocal() (bundle.Manifest, error) {
+	s, err := bundle.ReadBeside(d.cfg.Model)
+	if err != nil {
+		return bundle.Manifest{}, fmt.Errorf("models.local is signed: %w", err)
+	}
+	ring, err := bundle.LoadKeyring(d.cfg.Models.TrustedKeys)
+	if err != nil {
+		return bundle.Manifest{}, err
+	}
+	if _, err := s.Verify(ring, d.cfg.Models.AllowUnsigned); err != nil {
+		return bundle.Manifest{}, fmt.Errorf("models.local is signed: %s: %w", bundle.SignaturePath(d.cfg.Model), err)
+	}
+	return s.Manifest, nil
+}
+
+// prepareEngine loads a checkpoint, checks it against man (unless zero),
+// builds the configured engine and proves it runs with a test inference.
+// Nothing serves it yet.
+func (d *Daemon) prepareEngine(path string, man bundle.Manifest) (model.Engine, error) {
+	m, err := model.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if man.SHA256 != "" {
+		if err := man.CheckMeta(m.Meta); err != nil {
+			return nil, fmt.Errorf("model %s does not match its manifest: %w", path, err)
+		}
+	}
 	c, err := gpu.Select(m, d.cfg.Engine, d.cpuOptions(), d.log)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if testWrapEngine != nil {
+		c = testWrapEngine(c)
 	}
 	// A test inference proves the model runs before it replaces the old one.
 	probe := make([]float32, m.InputLen())
 	if _, err := c.Classify(context.Background(), probe, 1, 1); err != nil {
 		c.Close()
-		return fmt.Errorf("model %s: test inference failed: %w", d.cfg.Model, err)
+		return nil, fmt.Errorf("model %s: test inference failed: %w", path, err)
 	}
+	return c, nil
+}
+
+// testWrapEngine, set by tests only, wraps every engine prepared (to make
+// one fail as a lost CUDA context does).
+var testWrapEngine func(model.Engine) model.Engine
+
+// swapIn makes c serve; modTime is the model file's, so the file watcher
+// does not load it again.
+func (d *Daemon) swapIn(c model.Engine, modTime time.Time) {
+	m := c.Model()
 	d.reloads.swap.Lock()
 	old := d.clf.Swap(newEngineBox(c))
 	d.reloads.swap.Unlock()
 	d.reloads.mu.Lock()
-	d.reloads.modelMod = st.ModTime()
+	d.reloads.modelMod = modTime
 	d.reloads.mu.Unlock()
 	d.met.setModel(m.Meta.Version)
 	d.met.setEngine(c.Engine())
@@ -67,7 +126,7 @@ func (d *Daemon) loadModel() error {
 		if model.BLASCoreIsGeneric() {
 			d.log.Warn("OpenBLAS picked a generic CPU kernel; set OPENBLAS_CORETYPE (e.g. SkylakeX or Haswell) for 3-6x faster inference", "blas", model.BLASInfo())
 		}
-		return nil
+		return
 	}
 	prev := old.e.Model()
 	changed := !slices.Equal(prev.Meta.Labels, m.Meta.Labels)
@@ -86,7 +145,6 @@ func (d *Daemon) loadModel() error {
 			d.pub.RepublishDiscovery()
 		}
 	}
-	return nil
 }
 
 // labelDiff lists the labels only in b (added) and only in a (removed).
@@ -224,6 +282,9 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 	d.met.setEngine(cpu.Engine())
 	d.log.Error("inference engine failed; falling back to the CPU", "failed", failed.Engine(), "err", cause, "now", cpu.Engine())
 	old.retire() // closed when the samples using it (the caller's included) end
+	if d.updater != nil {
+		d.updater.EngineFailed(cause) // soon after an update: roll back
+	}
 	return true
 }
 

@@ -17,10 +17,12 @@ const (
 	CmdReload   = "reload"   // reload the model checkpoint
 	CmdClassify = "classify" // capture and classify now
 	CmdSnapshot = "snapshot" // publish a snapshot now
+	CmdInstall  = "install"  // install the model announced to the device's group
+	CmdRollback = "rollback" // serve the model that served before the last update
 )
 
 // KnownCommands lists the accepted command names.
-var KnownCommands = []string{CmdReload, CmdClassify, CmdSnapshot}
+var KnownCommands = []string{CmdReload, CmdClassify, CmdSnapshot, CmdInstall, CmdRollback}
 
 // Command is a parsed request. The payload is a JSON object with optional
 // "id" (echoed in the result) and "camera" (for classify and snapshot);

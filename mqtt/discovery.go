@@ -16,7 +16,7 @@ type haConfig struct {
 	UniqueID            string   `json:"unique_id"`
 	ObjectID            string   `json:"object_id"`
 	StateTopic          string   `json:"state_topic"`
-	ValueTemplate       string   `json:"value_template"`
+	ValueTemplate       string   `json:"value_template,omitempty"`
 	JSONAttributesTopic string   `json:"json_attributes_topic,omitempty"`
 	AvailabilityTopic   string   `json:"availability_topic"`
 	PayloadAvailable    string   `json:"payload_available"`
@@ -27,6 +27,9 @@ type haConfig struct {
 	Icon                string   `json:"icon,omitempty"`
 	UnitOfMeasurement   string   `json:"unit_of_measurement,omitempty"`
 	StateClass          string   `json:"state_class,omitempty"`
+	CommandTopic        string   `json:"command_topic,omitempty"`
+	PayloadInstall      string   `json:"payload_install,omitempty"`
+	EntityCategory      string   `json:"entity_category,omitempty"`
 	Device              haDevice `json:"device"`
 }
 
@@ -44,6 +47,17 @@ func DiscoveryMessages(cfg Config, cameras []string, swVersion string) map[strin
 		StateTopic: t.Samples(), ValueTemplate: "{{ value_json.waiting }}", JSONAttributesTopic: t.Samples(),
 		AvailabilityTopic: t.Availability(), PayloadAvailable: Online, PayloadNotAvailable: Offline,
 		Icon: "mdi:tag-multiple", UnitOfMeasurement: "samples", StateClass: "measurement", Device: dev,
+	})
+	// The model as an update entity: installed and offered versions,
+	// progress, and an Install button (payload_install) for devices with
+	// models.auto_install off. The state topic's JSON carries Home
+	// Assistant's keys; the rest (state, reason, acceptance) are
+	// attributes.
+	out[cfg.Discovery.Prefix+"/update/"+cfg.Device+"/model/config"] = mustJSON(haConfig{
+		Name: "leaf model", UniqueID: "leafwatch_" + cfg.Device + "_model", ObjectID: "leafwatch_" + cfg.Device + "_model",
+		StateTopic: t.Update(), JSONAttributesTopic: t.Update(), CommandTopic: t.Command(CmdInstall), PayloadInstall: "{}",
+		AvailabilityTopic: t.Availability(), PayloadAvailable: Online, PayloadNotAvailable: Offline,
+		DeviceClass: "firmware", EntityCategory: "config", Device: dev,
 	})
 	for _, cam := range cameras {
 		id := cfg.Device + "_" + cam

@@ -46,6 +46,7 @@ type Publisher struct {
 	cleared   map[string]time.Time // retained command topics we emptied
 
 	commands CommandHandler
+	subs     []Subscription
 	cmdSlots chan struct{} // bounds the commands running at once
 
 	delivered     atomic.Uint64
@@ -59,6 +60,16 @@ type Options struct {
 	Cameras   []string // for discovery
 	SWVersion string
 	Commands  CommandHandler // nil disables commands
+	// Subscriptions are topic filters subscribed (QoS 1) at every
+	// connection, with their handlers (run on paho's goroutine: hand
+	// slow work off).
+	Subscriptions []Subscription
+}
+
+// Subscription is a topic filter and what to do with its messages.
+type Subscription struct {
+	Filter  string
+	Handler func(topic string, payload []byte, retained bool)
 }
 
 // maxPending bounds durable messages held in memory while the outbox
@@ -80,7 +91,7 @@ func NewPublisher(cfg Config, opt Options) (*Publisher, error) {
 	}
 	p := &Publisher{cfg: cfg, topics: NewTopics(cfg.Prefix, cfg.Device), log: opt.Logger.With("component", "mqtt"),
 		outbox: opt.Outbox, connCh: make(chan struct{}, 1), lostCh: make(chan struct{}, 1), cameras: opt.Cameras, swVersion: opt.SWVersion,
-		commands: opt.Commands, latest: map[string][]byte{}, cmdSlots: make(chan struct{}, maxRunningCommands), down: make(chan struct{})}
+		commands: opt.Commands, subs: opt.Subscriptions, latest: map[string][]byte{}, cmdSlots: make(chan struct{}, maxRunningCommands), down: make(chan struct{})}
 	pw, err := cfg.password()
 	if err != nil {
 		return nil, err
@@ -173,6 +184,9 @@ func (p *Publisher) onConnect(c paho.Client) {
 	c.Publish(p.topics.Availability(), 1, true, Online)
 	if p.cfg.Commands && p.commands != nil {
 		c.Subscribe(p.topics.CommandFilter(), 1, p.onCommand)
+	}
+	for _, sub := range p.subs {
+		c.Subscribe(sub.Filter, 1, func(_ paho.Client, m paho.Message) { sub.Handler(m.Topic(), m.Payload(), m.Retained()) })
 	}
 	if p.cfg.Discovery.Enabled {
 		c.Subscribe(p.cfg.Discovery.Prefix+"/status", 1, func(_ paho.Client, m paho.Message) {
@@ -437,6 +451,28 @@ func (p *Publisher) ThumbnailLimit() int { return p.cfg.ThumbnailMaxBytes }
 func (p *Publisher) ModelInfo(m ModelInfo) error {
 	topic := p.topics.Model()
 	return p.durable(Message{Topic: topic, Payload: mustJSON(m), QoS: 1, Retain: true, Kind: KindState, Key: topic})
+}
+
+// Update publishes the model update state, retained. A transition
+// (durable=true) goes through the outbox and survives a restart or an
+// outage; progress while downloading is sent only while connected, and
+// otherwise folded into the latest value a reconnect sends.
+func (p *Publisher) Update(payload []byte, durable bool) error {
+	topic := p.topics.Update()
+	if durable {
+		p.mu.Lock()
+		delete(p.latest, topic)
+		p.mu.Unlock()
+		return p.durable(Message{Topic: topic, Payload: payload, QoS: 1, Retain: true, Kind: KindState, Key: topic})
+	}
+	if p.connected.Load() && p.outbox.Len() == 0 && p.Pending() == 0 {
+		p.client.Publish(topic, 0, true, payload)
+		return nil
+	}
+	p.mu.Lock()
+	p.latest[topic] = payload
+	p.mu.Unlock()
+	return nil
 }
 
 // Samples publishes the samples waiting for a label, retained, while

@@ -19,6 +19,14 @@ func (t Topics) Command(name string) string     { return t.base + "/cmd/" + name
 func (t Topics) CommandFilter() string          { return t.base + "/cmd/+" }
 func (t Topics) Result() string                 { return t.base + "/cmd_result" }
 
+// Update is the device's model update state (retained): installed and
+// offered versions, progress, the acceptance figures.
+func (t Topics) Update() string { return t.base + "/model/update" }
+
+// FleetModel is where a model is announced (retained) to every device of a
+// group: <prefix>/fleet/<group>/model.
+func FleetModel(prefix, group string) string { return prefix + "/fleet/" + group + "/model" }
+
 // Availability payloads.
 const (
 	Online  = "online"
