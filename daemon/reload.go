@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/leafwatch/leafwatch/daemon/fleet"
@@ -88,8 +89,8 @@ func (d *Daemon) prepareEngine(path string, man bundle.Manifest) (model.Engine, 
 	if err != nil {
 		return nil, err
 	}
-	if testWrapEngine != nil {
-		c = testWrapEngine(c)
+	if wrap := testWrapEngine.Load(); wrap != nil {
+		c = (*wrap)(c)
 	}
 	// A test inference proves the model runs before it replaces the old one.
 	probe := make([]float32, m.InputLen())
@@ -102,7 +103,7 @@ func (d *Daemon) prepareEngine(path string, man bundle.Manifest) (model.Engine, 
 
 // testWrapEngine, set by tests only, wraps every engine prepared (to make
 // one fail as a lost CUDA context does).
-var testWrapEngine func(model.Engine) model.Engine
+var testWrapEngine atomic.Pointer[func(model.Engine) model.Engine]
 
 // swapIn makes c serve; modTime is the model file's, so the file watcher
 // does not load it again.

@@ -23,7 +23,9 @@ func (u *Updater) update(ctx context.Context, force bool) error {
 	u.mu.Lock()
 	a := u.offered
 	u.mu.Unlock()
+	// The host's Serving may follow the engine: note what served before.
 	serving := u.opt.Host.Serving()
+	servingVersion := serving.Version()
 	if a == nil {
 		u.publish(State{State: StateIdle}, true)
 		return nil
@@ -97,8 +99,8 @@ func (u *Updater) update(ctx context.Context, force bool) error {
 		cand.Close()
 		return u.fail(st, err)
 	}
-	st.State, st.Reason, st.PreviousVersion = StateInstalled, "", serving.Version()
-	u.log.Info("model installed", "version", a.Version, "previous", serving.Version())
+	st.State, st.Reason, st.PreviousVersion = StateInstalled, "", servingVersion
+	u.log.Info("model installed", "version", a.Version, "previous", servingVersion)
 	u.publish(st, true)
 	return nil
 }
@@ -200,6 +202,7 @@ func (u *Updater) rollback(ctx context.Context, why string) error {
 		return fmt.Errorf("the previous model does not load: %w", err)
 	}
 	cur := u.opt.Host.Serving()
+	curVersion, curSHA := cur.Version(), cur.SHA256()
 	for _, p := range []string{bundle.ManifestPath(prev), bundle.SignaturePath(prev)} {
 		dst := strings.Replace(p, prev, mp, 1)
 		if err := os.Rename(p, dst); errors.Is(err, fs.ErrNotExist) {
@@ -214,12 +217,12 @@ func (u *Updater) rollback(ctx context.Context, why string) error {
 		return err
 	}
 	u.mu.Lock()
-	u.mem.Refused[cur.SHA256()] = "rolled back: " + why
+	u.mem.Refused[curSHA] = "rolled back: " + why
 	u.mem.Previous = ""
 	u.installedAt = time.Time{}
 	u.mu.Unlock()
-	u.log.Warn("model rolled back", "now", c.Version(), "replaced", cur.Version(), "why", why)
-	u.publish(State{State: StateRolledBack, Reason: why, OfferedVersion: cur.Version()}, true)
+	u.log.Warn("model rolled back", "now", c.Version(), "replaced", curVersion, "why", why)
+	u.publish(State{State: StateRolledBack, Reason: why, OfferedVersion: curVersion}, true)
 	return nil
 }
 
