@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/leafwatch/leafwatch/internal/redact"
 )
 
@@ -185,4 +187,23 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// ClientOptions are paho options for a short-lived tool connection (the
+// fleet commands) with this configuration's broker, credentials and TLS.
+func (c Config) ClientOptions(clientID string) (*paho.ClientOptions, error) {
+	pw, err := c.password()
+	if err != nil {
+		return nil, err
+	}
+	tc, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	o := paho.NewClientOptions().AddBroker(c.Broker).SetClientID(clientID).SetUsername(c.Username).SetPassword(pw).
+		SetCleanSession(true).SetConnectTimeout(10 * time.Second).SetAutoReconnect(false)
+	if tc != nil {
+		o.SetTLSConfig(tc)
+	}
+	return o, nil
 }

@@ -36,6 +36,8 @@ Commands:
   print-default-config    print the documented default configuration
   samples COMMAND         the samples kept for labelling: summary, list, label, undo,
                           export, import, delete ("leafwatchd samples" lists them)
+  fleet COMMAND           new models for many devices over MQTT: announce, withdraw,
+                          status, install, rollback ("leafwatchd fleet" lists them)
 
 Signals: SIGHUP reloads the model and the HTTPS certificate; SIGTERM and
 SIGINT stop the daemon cleanly (the outbox is flushed first).
@@ -44,6 +46,7 @@ Files:
   /etc/leafwatch/leafwatchd.yaml        the configuration
   /var/lib/leafwatch/model.safetensors  the model (deploy by renaming a file into place)
   /var/lib/leafwatch/                   state: MQTT outbox, snapshots, alert state, samples
+  /var/lib/leafwatch/fleet/             model updates: downloads, the previous model, history
 
 Documentation: /usr/share/doc/leafwatch/README.md
 `
@@ -64,6 +67,8 @@ func main() {
 			os.Exit(checkConfig(os.Args[2:], os.Stdout, os.Stderr))
 		case "samples":
 			os.Exit(cmdSamples(os.Args[2:], os.Stdout, os.Stderr))
+		case "fleet":
+			os.Exit(cmdFleet(os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}
 	model.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
