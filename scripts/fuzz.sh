@@ -24,6 +24,8 @@ targets=(
   "FuzzParseSource ./vision/"
   "FuzzImportLabelStudio ./daemon/samples/"
   "FuzzReadRecords ./internal/fieldset/"
+  "FuzzParseAnnouncement ./daemon/fleet/"
+  "FuzzParseManifest ./internal/bundle/"
 )
 if [[ -n ${LEAFWATCH_EXTRA_FUZZ:-} ]]; then
   IFS=';' read -r -a extra <<<"$LEAFWATCH_EXTRA_FUZZ"
