@@ -412,6 +412,12 @@ func (c *Config) validate(root *yaml.Node) []string {
 	if len(c.Cameras) == 0 {
 		add("no cameras configured", "cameras")
 	}
+	c.validateCameras(add)
+	return probs
+}
+
+// validateCameras checks each camera's settings.
+func (c *Config) validateCameras(add func(msg string, path ...string)) {
 	seen := map[string]bool{}
 	for i, cam := range c.Cameras {
 		idx := fmt.Sprint(i)
@@ -458,7 +464,6 @@ func (c *Config) validate(root *yaml.Node) []string {
 			}
 		}
 	}
-	return probs
 }
 
 // unjoin splits an errors.Join into its errors.

@@ -26,17 +26,17 @@ var Version = buildinfo.String()
 
 // Daemon is a running leafwatchd.
 type Daemon struct {
-	cfg   Config
-	log   *slog.Logger
-	clf   atomic.Pointer[engineBox]
-	pub   *mqtt.Publisher
-	brk   *mqtt.Broker
-	snaps *vision.SnapshotDir
-	cams  []*camRunner
-	met   *metrics
-	start time.Time // also the origin of mono()
-	auth  *httpAuth
-	certs *certStore // nil: plain HTTP
+	cfg     Config
+	log     *slog.Logger
+	serving atomic.Pointer[engineBox] // the engine serving now (CPU or CUDA), counted while in use
+	pub     *mqtt.Publisher
+	brk     *mqtt.Broker
+	snaps   *vision.SnapshotDir
+	cams    []*camRunner
+	met     *metrics
+	start   time.Time // also the origin of mono()
+	auth    *httpAuth
+	certs   *certStore // nil: plain HTTP
 
 	reloads   reloadState
 	ready     atomic.Bool
@@ -148,7 +148,7 @@ func (d *Daemon) closeParts() {
 	for _, c := range d.cams {
 		c.src.Close()
 	}
-	if b := d.clf.Load(); b != nil {
+	if b := d.serving.Load(); b != nil {
 		b.e.Close()
 	}
 	if d.keeper != nil {
@@ -232,43 +232,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	if d.keeper != nil {
-		if err := d.keeper.Start(ctx); err != nil {
-			d.log.Error("samples: keeping is off: the store could not be prepared (classification and alerts go on)", "err", err)
-			d.keeper.Close()
-			d.keeper = nil
-		}
-	}
 	camCtx, stopCams := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	if len(d.cams) > 1 {
-		d.batch = newBatcher()
-		wg.Add(1)
-		go func() { defer wg.Done(); d.batch.run(camCtx) }()
-	}
-	for _, c := range d.cams {
-		wg.Add(2)
-		go func() { defer wg.Done(); c.src.Run(camCtx) }()
-		go func() { defer wg.Done(); c.loop(camCtx) }()
-	}
-	d.ready.Store(true)
-	notify("READY=1")
-	go d.watchModelFile(camCtx)
-	updDone := make(chan struct{})
-	go func() { d.updater.Run(camCtx); close(updDone) }()
-	go d.statsLoop(camCtx)
-	go d.samplesLoop(camCtx)
-	go d.watchdog(camCtx)
-	if d.cfg.ExitWhenSourcesEnd {
-		go d.exitWhenEnded(camCtx, stopCams)
-	}
+	waitWork := d.startWork(ctx, camCtx, stopCams)
 
 	<-camCtx.Done()
 	notify("STOPPING=1")
 	d.log.Info("shutting down: stopping capture")
 	stopCams()
-	wg.Wait() // loops finish their in-flight sample
-	<-updDone // an update in progress stops (a download resumes at the next start)
+	waitWork() // loops finish their in-flight sample; an update in progress stops (a download resumes at the next start)
 	// Cameras close at once, not one after another: each may wait up to 3 s
 	// for a read that hangs in OpenCV.
 	var closing sync.WaitGroup
@@ -291,6 +262,44 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("stopped", "outbox_left", ob.Len())
 	return nil
+}
+
+// startWork starts the samples keeper, the cameras' capture and sample
+// loops and the background loops (model file watcher, updater, stats,
+// samples, watchdog) under camCtx (the keeper under ctx: it outlives the
+// cameras to write what it holds); the returned func waits for the camera
+// loops and the updater to finish once camCtx ends.
+func (d *Daemon) startWork(ctx, camCtx context.Context, stopCams context.CancelFunc) (wait func()) {
+	if d.keeper != nil {
+		if err := d.keeper.Start(ctx); err != nil {
+			d.log.Error("samples: keeping is off: the store could not be prepared (classification and alerts go on)", "err", err)
+			d.keeper.Close()
+			d.keeper = nil
+		}
+	}
+	var wg sync.WaitGroup
+	if len(d.cams) > 1 {
+		d.batch = newBatcher()
+		wg.Add(1)
+		go func() { defer wg.Done(); d.batch.run(camCtx) }()
+	}
+	for _, c := range d.cams {
+		wg.Add(2)
+		go func() { defer wg.Done(); c.src.Run(camCtx) }()
+		go func() { defer wg.Done(); c.loop(camCtx) }()
+	}
+	d.ready.Store(true)
+	notify("READY=1")
+	go d.watchModelFile(camCtx)
+	updDone := make(chan struct{})
+	go func() { d.updater.Run(camCtx); close(updDone) }()
+	go d.statsLoop(camCtx)
+	go d.samplesLoop(camCtx)
+	go d.watchdog(camCtx)
+	if d.cfg.ExitWhenSourcesEnd {
+		go d.exitWhenEnded(camCtx, stopCams)
+	}
+	return func() { wg.Wait(); <-updDone }
 }
 
 // every calls f at each tick of interval until ctx ends or f returns false.

@@ -122,7 +122,7 @@ func testEngineFallback(t *testing.T, released bool) {
 		}
 		fe.model.ReleaseAll()
 	}
-	d.clf.Store(newEngineBox(fe))
+	d.serving.Store(newEngineBox(fe))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()

@@ -28,7 +28,7 @@ func newEngineBox(e model.Engine) *engineBox { return &engineBox{e: e} }
 // metadata, engine name). Running it goes through acquireEngine.
 func (d *Daemon) engine() model.Engine {
 	for {
-		b := d.clf.Load()
+		b := d.serving.Load()
 		b.mu.Lock()
 		e := b.e
 		b.mu.Unlock()
@@ -43,7 +43,7 @@ func (d *Daemon) engine() model.Engine {
 // release.
 func (d *Daemon) acquireEngine() *engineBox {
 	for {
-		b := d.clf.Load()
+		b := d.serving.Load()
 		b.mu.Lock()
 		if !b.retired {
 			b.users++

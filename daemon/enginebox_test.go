@@ -18,13 +18,13 @@ func TestReplacedEngineFreedByItsLastSample(t *testing.T) {
 	oldE := &failingEngine{inner: model.NewClassifier(m, model.Options{}), after: 1 << 30}
 	newE := &failingEngine{inner: model.NewClassifier(m, model.Options{}), after: 1 << 30}
 	d := &Daemon{}
-	d.clf.Store(newEngineBox(oldE))
+	d.serving.Store(newEngineBox(oldE))
 
 	inUse := d.acquireEngine() // a sample in flight
 	if inUse.e != oldE {
 		t.Fatal("acquired something other than the serving engine")
 	}
-	d.clf.Swap(newEngineBox(newE)).retire() // a reload meanwhile
+	d.serving.Swap(newEngineBox(newE)).retire() // a reload meanwhile
 	if oldE.closed.Load() {
 		t.Fatal("the old engine was freed while a sample used it")
 	}
@@ -42,7 +42,7 @@ func TestReplacedEngineFreedByItsLastSample(t *testing.T) {
 	}
 
 	// Idle at the swap: freed at once.
-	d.clf.Swap(newEngineBox(oldE)).retire()
+	d.serving.Swap(newEngineBox(oldE)).retire()
 	if !newE.closed.Load() {
 		t.Error("an idle replaced engine was not freed at the swap")
 	}
@@ -60,7 +60,7 @@ func TestEngineBoxConcurrentSwaps(t *testing.T) {
 		return &failingEngine{inner: model.NewClassifier(m, model.Options{}), after: 1 << 30}
 	}
 	d := &Daemon{}
-	d.clf.Store(newEngineBox(mk()))
+	d.serving.Store(newEngineBox(mk()))
 	var all []*failingEngine
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -82,7 +82,7 @@ func TestEngineBoxConcurrentSwaps(t *testing.T) {
 		mu.Lock()
 		all = append(all, e)
 		mu.Unlock()
-		d.clf.Swap(newEngineBox(e)).retire()
+		d.serving.Swap(newEngineBox(e)).retire()
 	}
 	wg.Wait()
 	serving := d.engine()

@@ -85,7 +85,7 @@ func (d *Daemon) prepareEngine(path string, man bundle.Manifest) (model.Engine, 
 			return nil, fmt.Errorf("model %s does not match its manifest: %w", path, err)
 		}
 	}
-	c, err := gpu.Select(m, d.cfg.Engine, d.cpuOptions(), d.log)
+	c, err := gpu.Select(m, d.cfg.Engine, d.engineOptions(), d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ var testWrapEngine atomic.Pointer[func(model.Engine) model.Engine]
 func (d *Daemon) swapIn(c model.Engine, modTime time.Time) {
 	m := c.Model()
 	d.reloads.swap.Lock()
-	old := d.clf.Swap(newEngineBox(c))
+	old := d.serving.Swap(newEngineBox(c))
 	d.reloads.swap.Unlock()
 	d.reloads.mu.Lock()
 	d.reloads.modelMod = modTime
@@ -274,8 +274,8 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 		d.log.Error("inference engine failed; no CPU fallback until the next model reload", "failed", failed.Engine(), "err", cause, "fallback_err", err)
 		return false
 	}
-	cpu := model.NewClassifier(m, d.cpuOptions())
-	old := d.clf.Swap(newEngineBox(cpu))
+	cpu := model.NewClassifier(m, d.engineOptions())
+	old := d.serving.Swap(newEngineBox(cpu))
 	why := fmt.Sprintf("%s failed at %s (%v); serving on %s until the next model reload or restart",
 		failed.Engine(), time.Now().UTC().Format(time.RFC3339), cause, cpu.Engine())
 	d.fallback.Store(why)
@@ -307,8 +307,10 @@ func (d *Daemon) fallbackModel(served *model.Model) (*model.Model, error) {
 	return m, nil
 }
 
-// cpuOptions are the CPU engine's settings from the config.
-func (d *Daemon) cpuOptions() model.Options {
+// engineOptions are the engine settings from the config: the CPU engine's
+// precision and batch, and for any engine (CUDA too) the batch and the
+// release of weights held in another form.
+func (d *Daemon) engineOptions() model.Options {
 	p, _ := model.ParsePrecision(d.cfg.Precision) // validated with the config
 	mb := model.DefaultMaxBatch
 	if len(d.cfg.Cameras) > 1 {

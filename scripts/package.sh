@@ -116,6 +116,25 @@ contents="
     file_info: {mode: 0640}
   - src: README.md
     dst: /usr/share/doc/$name/README.md
+    file_info: {mode: 0644}
+  - src: docs/architecture.md
+    dst: /usr/share/doc/$name/docs/architecture.md
+    file_info: {mode: 0644}
+  - src: docs/status-page.png
+    dst: /usr/share/doc/$name/docs/status-page.png
+    file_info: {mode: 0644}
+  - src: docs/label-page.png
+    dst: /usr/share/doc/$name/docs/label-page.png
+    file_info: {mode: 0644}"
+# The README links the documents beside the code: install them at the
+# same relative paths so the links work in /usr/share/doc too.
+for doc in daemon daemon/fleet mqtt vision tools/finetune model model/gpu packaging; do
+  contents+="
+  - src: $doc/README.md
+    dst: /usr/share/doc/$name/$doc/README.md
+    file_info: {mode: 0644}"
+done
+contents+="
   - src: packaging/copyright
     dst: /usr/share/doc/$name/copyright
     file_info: {mode: 0644}

@@ -47,7 +47,7 @@ Options:
   --help       show this help and exit
   --version    print the version and exit
 
-Documentation: /usr/share/doc/leafwatch/README.md ("Fine-tuning")
+Documentation: /usr/share/doc/leafwatch/tools/finetune/README.md
 `
 
 func main() {

@@ -22,7 +22,7 @@ import (
 
 const fleetUsage = `Usage: leafwatchd fleet COMMAND [OPTIONS]
 
-New models for many devices, through the MQTT broker (README, "Fleet").
+New models for many devices, through the MQTT broker (/usr/share/doc/leafwatch/daemon/fleet/README.md).
 
 Commands:
   announce --model CKPT --url URL [--group G]

@@ -118,7 +118,7 @@ cameras:
 		json.NewDecoder(resp.Body).Decode(&v)
 		return v
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute) // generous: other packages' AlexNets share the cores under make test
 	for {
 		s := sum()
 		if s != nil && s["summary"].(map[string]any)["total"].(float64) >= 5 {
