@@ -228,3 +228,68 @@ func TestFleetUpdates(t *testing.T) {
 		t.Error("the refused model's download was kept")
 	}
 }
+
+// TestSignedLocalDeployment: with models.local: signed, a checkpoint
+// renamed into place needs its signed manifest beside it: without one the
+// daemon does not start, and a reload to an unsigned file is refused while
+// the signed model keeps serving.
+func TestSignedLocalDeployment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads AlexNets")
+	}
+	dir := t.TempDir()
+	pub, keyPath, err := bundle.GenerateKey(filepath.Join(dir, "release"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := bundle.LoadSigner(keyPath, "")
+	ckpt := filepath.Join(dir, "model.safetensors")
+	writeConstantModel(t, ckpt, 0)
+	video := filepath.Join(dir, "bench.avi")
+	writeTestVideo(t, video, 5)
+	yaml := fmt.Sprintf("device: signed\nmodel: %s\nstate_dir: %s\nlisten: %s\nbroker: embedded\nembedded_broker: {address: %s}\nreload_min_interval: 0s\n"+
+		"models: {local: signed, trusted_keys: [%s]}\ncameras:\n  - name: bench1\n    source: file://%s?loop=true\n",
+		ckpt, filepath.Join(dir, "state"), freeAddr(t), freeAddr(t), pub, video)
+	cfg, err := ParseConfig("signed.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg, quietLog()); err == nil || !strings.Contains(err.Error(), "models.local is signed") || !strings.Contains(err.Error(), "no manifest") {
+		t.Fatalf("an unsigned model started: %v", err)
+	}
+	if _, err := bundle.SignCheckpoint(key, ckpt, ""); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.closeParts()
+	signed := d.engine().Model().Meta.Version
+	// An operator renames another checkpoint into place, without signing it:
+	// the old manifest no longer matches.
+	next := filepath.Join(dir, ".next")
+	writeConstantModel(t, next, 1)
+	os.Rename(next, ckpt)
+	if err := d.Reload("test"); err == nil || !strings.Contains(err.Error(), "does not match its manifest") {
+		t.Errorf("reload to an unsigned file: %v", err)
+	}
+	if d.engine().Model().Meta.Version != signed {
+		t.Error("the unsigned file replaced the signed model")
+	}
+	// A manifest signed by an untrusted key is refused too.
+	other, _, _ := bundle.GenerateKey(filepath.Join(dir, "other"), "")
+	otherKey, _ := bundle.LoadSigner(strings.TrimSuffix(other, ".pub")+".key", "")
+	if _, err := bundle.SignCheckpoint(otherKey, ckpt, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload("test"); err == nil || !strings.Contains(err.Error(), "not accepted") {
+		t.Errorf("reload signed by an untrusted key: %v", err)
+	}
+	if _, err := bundle.SignCheckpoint(key, ckpt, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload("test"); err != nil || d.engine().Model().Meta.Version == signed {
+		t.Errorf("the newly signed model: %v", err)
+	}
+}
