@@ -15,7 +15,7 @@ export GOTOOLCHAIN := $(or $(LEAFWATCH_GOTOOLCHAIN),go$(shell sed -n 's/^go //p'
 # tests run with -race separately below.
 # finetune's command tests run AlexNet in child processes: race-instrumented
 # im2col would take minutes, and the code they cover is single-threaded.
-RACE_PKGS := $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) $(GO) list ./... 2>/dev/null | grep -v -e '/model$$' -e '/train$$' -e '/tools/finetune$$')
+RACE_PKGS := $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) $(GO) list ./... 2>/dev/null | grep -v -e '/model$$' -e '/model/onnx$$' -e '/train$$' -e '/tools/finetune$$')
 
 .PHONY: deps-cuda build-cuda vet-cuda gpu-check test-cuda-emu test-cuda-emu-mutants devcheck
 .PHONY: deps-cross deps-package build-arm64 test-arm64 test-opencv-matrix package package-test
@@ -36,8 +36,8 @@ build: deps
 # A pure-Go build of the engine (gonum BLAS instead of OpenBLAS). Programs
 # need cgo for OpenCV, so this builds the model package only.
 build-purego:
-	CGO_ENABLED=0 $(GO) build ./model/ ./model/gpu/
-	CGO_ENABLED=0 $(GO) vet ./model/ ./model/gpu/
+	CGO_ENABLED=0 $(GO) build ./model/ ./model/onnx/ ./model/gpu/
+	CGO_ENABLED=0 $(GO) vet ./model/ ./model/onnx/ ./model/gpu/
 
 # CUDA: headers from Debian non-free, or the CUDA toolkit / JetPack's own
 # when present (then nothing is installed); compiling needs no GPU.
@@ -164,7 +164,7 @@ build-arm64: deps deps-cross deps-cuda
 	scripts/cross.sh bookworm arm64 $(GO) build -tags cuda -o $(BIN)/arm64-cuda/ ./daemon/cmd/leafwatchd ./tools/finetune ./tools/gpucheck
 
 test-arm64: deps deps-cross
-	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -timeout 30m -exec $(QEMU_TEST) ./model/ ./vision/ ./mqtt/ ./daemon/
+	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -timeout 30m -exec $(QEMU_TEST) ./model/ ./model/onnx/ ./vision/ ./mqtt/ ./daemon/
 	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -tags cuda -exec $(QEMU_TEST) -run 'Select|ChooseArch' ./model/gpu/
 
 # The packages that use gocv against OpenCV 4.5 (bullseye, as JetPack 5)

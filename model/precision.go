@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"math"
+
+	"github.com/leafwatch/leafwatch/internal/half"
 )
 
 // Precision is how the CPU engine stores the fully connected layers'
@@ -94,43 +96,14 @@ func quantizeFC(p Precision, w []float32, out, in int) *qfc {
 	return q
 }
 
-// toBF16 rounds to nearest even; NaN stays NaN.
-func toBF16(v float32) uint16 {
-	b := math.Float32bits(v)
-	if v != v {
-		return uint16(b>>16) | 0x40
-	}
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
-}
-
-func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
-
-// toFP16 rounds v to the nearest IEEE half (ties to even), subnormals
-// included. |v| ≤ 1 here (rows are scaled first), so it never overflows;
-// larger values saturate to ±Inf and NaN stays NaN.
-func toFP16(v float32) uint16 {
-	b := math.Float32bits(v)
-	sign := uint16(b>>16) & 0x8000
-	a := b & 0x7fffffff
-	switch {
-	case a > 0x7f800000: // NaN
-		return sign | 0x7e00
-	case a >= 0x477ff000: // rounds past 65504
-		return sign | 0x7c00
-	case a < 0x38800000: // below 2⁻¹⁴: a subnormal half, in units of 2⁻²⁴
-		return sign | uint16(math.RoundToEven(float64(math.Float32frombits(a))*(1<<24)))
-	}
-	a += 0xfff + (a>>13)&1
-	return sign | uint16((a-0x38000000)>>13)
-}
-
-// fromFP16 is the C kernel's conversion: the half's bits moved into a
-// float's place and the exponent rebased by one multiply (exact for
-// normal and subnormal halves).
-func fromFP16(h uint16) float32 {
-	return math.Float32frombits(uint32(h&0x8000)<<16|uint32(h&0x7fff)<<13) * 0x1p112
-}
+// The conversions are internal/half's, the project's one decoder (its
+// fp16 widening is the C kernel's, bit for bit).
+var (
+	toBF16   = half.BF16FromFloat32
+	fromBF16 = half.BF16ToFloat32
+	toFP16   = half.FromFloat32
+	fromFP16 = half.ToFloat32
+)
 
 // fcForwardQRef is the scalar reference of the streaming FC:
 // y[b,o] = bias[o] + Σ_i w[o,i]·x[b,i] over output rows [o0, o1).

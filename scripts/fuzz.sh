@@ -17,7 +17,7 @@ if [[ ${1:-} == keep ]]; then keep=1; shift; fi
 secs=${1:-5}
 targets=(
   "FuzzDecode ./model/"
-  "FuzzDecodeONNX ./model/"
+  "FuzzDecodeONNX ./model/onnx/"
   "FuzzParseConfig ./daemon/"
   "FuzzParseCommand ./mqtt/"
   "FuzzCheckImage ./vision/"

@@ -13,13 +13,14 @@ import (
 
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/model/internal/peertest"
+	"github.com/leafwatch/leafwatch/model/onnx"
 )
 
 // opencvNet loads our ONNX export into OpenCV DNN.
 func opencvNet(t testing.TB, m *model.Model) gocv.Net {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "m.onnx")
-	if err := m.SaveONNX(p); err != nil {
+	if err := onnx.Save(m, p); err != nil {
 		t.Fatal(err)
 	}
 	net := gocv.ReadNetFromONNX(p)

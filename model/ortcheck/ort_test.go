@@ -16,6 +16,7 @@ import (
 
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/model/internal/peertest"
+	"github.com/leafwatch/leafwatch/model/onnx"
 )
 
 // LibEnv names the onnxruntime shared library; scripts/onnxruntime.sh
@@ -59,7 +60,7 @@ type session struct {
 
 func newSession(t testing.TB, m *model.Model, n int) *session {
 	t.Helper()
-	onnx, err := m.ExportONNX()
+	onnxFile, err := onnx.Export(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func newSession(t testing.TB, m *model.Model, n int) *session {
 	if err := opts.AddSessionConfigEntry("session.force_spinning_stop", "1"); err != nil {
 		t.Fatal(err)
 	}
-	sess, err := ort.NewAdvancedSessionWithONNXData(onnx, []string{"input"}, []string{"probabilities"},
+	sess, err := ort.NewAdvancedSessionWithONNXData(onnxFile, []string{"input"}, []string{"probabilities"},
 		[]ort.Value{in}, []ort.Value{out}, opts)
 	if err != nil {
 		t.Fatal(err)

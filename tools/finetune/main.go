@@ -18,6 +18,7 @@ import (
 
 	"github.com/leafwatch/leafwatch/internal/buildinfo"
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/onnx"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
 )
 
@@ -145,7 +146,7 @@ func cmdImport(args []string) error {
 	}
 	var m *model.Model
 	if strings.EqualFold(filepath.Ext(*from), ".onnx") {
-		m, err = model.ImportONNX(*from)
+		m, err = onnx.Import(*from)
 		if err == nil && labels != nil {
 			if len(labels) != m.Spec.Classes {
 				return fmt.Errorf("import: %d labels for a %d-way model", len(labels), m.Spec.Classes)
@@ -153,7 +154,7 @@ func cmdImport(args []string) error {
 			m.Meta.Labels = labels
 		}
 	} else {
-		m, err = model.ImportStateDict(*from, v, labels)
+		m, err = onnx.ImportStateDict(*from, v, labels)
 	}
 	if err != nil {
 		return err
@@ -204,7 +205,7 @@ func cmdExport(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := m.SaveONNX(*out); err != nil {
+	if err := onnx.Save(m, *out); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	fmt.Printf("wrote %s: opset 13, input \"input\" [batch,3,%d,%d], output \"probabilities\" [batch,%d]\n", *out, m.Spec.InputSize, m.Spec.InputSize, m.Spec.Classes)

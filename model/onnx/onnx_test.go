@@ -1,4 +1,4 @@
-package model
+package onnx
 
 import (
 	"bytes"
@@ -7,18 +7,20 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/leafwatch/leafwatch/model"
 )
 
 func TestONNXRoundTripIsBitIdentical(t *testing.T) {
-	for _, v := range Variants() {
+	for _, v := range model.Variants() {
 		t.Run(string(v), func(t *testing.T) {
-			m, _ := NewRandom(v, 38, 8)
-			m.Meta.Labels = PlantVillageLabels()
-			b1, err := m.ExportONNX()
+			m, _ := model.NewRandom(v, 38, 8)
+			m.Meta.Labels = model.PlantVillageLabels()
+			b1, err := Export(m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			back, err := DecodeONNX(b1, "")
+			back, err := Decode(b1, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -33,7 +35,7 @@ func TestONNXRoundTripIsBitIdentical(t *testing.T) {
 					}
 				}
 			}
-			b2, _ := back.ExportONNX()
+			b2, _ := Export(back)
 			// ONNX → checkpoint → ONNX gives the same file, byte for byte.
 			if !bytes.Equal(b1, b2) {
 				t.Fatalf("re-export differs (%d vs %d bytes)", len(b2), len(b1))
@@ -46,12 +48,12 @@ func TestONNXRoundTripIsBitIdentical(t *testing.T) {
 // Caffe-like names, Dropout nodes, Reshape, no Leafwatch metadata, and
 // optionally external data.
 func TestONNXImportExternalDataAndRefusals(t *testing.T) {
-	m, _ := NewRandom(TorchVision, 5, 2)
+	m, _ := model.NewRandom(model.TorchVision, 5, 2)
 	dir := t.TempDir()
 	// External data: move every initializer's bytes to weights.bin.
 	var ext bytes.Buffer
 	var g pbuf
-	om, _ := parseONNX(must(m.ExportONNX()))
+	om, _ := parseONNX(must(Export(m)))
 	g = appendNodes(g, om)
 	for _, it := range om.Graph.Inits {
 		var p pbuf
@@ -71,7 +73,7 @@ func TestONNXImportExternalDataAndRefusals(t *testing.T) {
 	mp = mp.varint(1, 7).bytes(8, opset.str(1, "").varint(2, 9)).bytes(7, g)
 	os.WriteFile(filepath.Join(dir, "weights.bin"), ext.Bytes(), 0o644)
 	os.WriteFile(filepath.Join(dir, "alexnet.onnx"), mp, 0o644)
-	back, err := ImportONNX(filepath.Join(dir, "alexnet.onnx"))
+	back, err := Import(filepath.Join(dir, "alexnet.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestONNXImportExternalDataAndRefusals(t *testing.T) {
 	}
 	// Truncated external data.
 	os.WriteFile(filepath.Join(dir, "weights.bin"), ext.Bytes()[:ext.Len()/2], 0o644)
-	if _, err := ImportONNX(filepath.Join(dir, "alexnet.onnx")); err == nil || !strings.Contains(err.Error(), "truncated") {
+	if _, err := Import(filepath.Join(dir, "alexnet.onnx")); err == nil || !strings.Contains(err.Error(), "truncated") {
 		t.Errorf("truncated external data: %v", err)
 	}
 	// A foreign op is refused by name.
@@ -88,18 +90,18 @@ func TestONNXImportExternalDataAndRefusals(t *testing.T) {
 	bad = bad.bytes(1, nodePB("Conv", "c1", []string{"input", "w"}, []string{"y"})).bytes(1, nodePB("Sigmoid", "sig7", []string{"y"}, []string{"z"}))
 	var badm pbuf
 	badm = badm.bytes(7, bad.bytes(11, valueInfoPB("input", 1, 3, 224, 224)))
-	if _, err := DecodeONNX(badm, ""); err == nil {
+	if _, err := Decode(badm, ""); err == nil {
 		t.Error("graph with an unknown input accepted")
 	}
-	for name, data := range map[string][]byte{"garbage": []byte("hello, not onnx"), "truncated": must(m.ExportONNX())[:5000], "empty": nil} {
-		if _, err := DecodeONNX(data, ""); err == nil {
+	for name, data := range map[string][]byte{"garbage": []byte("hello, not onnx"), "truncated": must(Export(m))[:5000], "empty": nil} {
+		if _, err := Decode(data, ""); err == nil {
 			t.Errorf("%s accepted", name)
 		}
 	}
 }
 
 func TestONNXRefusesUnknownOp(t *testing.T) {
-	om, _ := parseONNX(must(mustModel().ExportONNX()))
+	om, _ := parseONNX(must(Export(mustModel())))
 	var g pbuf
 	for i, n := range om.Graph.Nodes {
 		op := n.Op
@@ -114,13 +116,13 @@ func TestONNXRefusesUnknownOp(t *testing.T) {
 	}
 	g = g.bytes(11, valueInfoPB("input", 1, 3, 224, 224))
 	var mp pbuf
-	_, err := DecodeONNX(mp.bytes(7, g), "")
+	_, err := Decode(mp.bytes(7, g), "")
 	if err == nil || !strings.Contains(err.Error(), `"relu_1"`) || !strings.Contains(err.Error(), "Sigmoid") {
 		t.Fatalf("error %v does not name the node and op", err)
 	}
 }
 
-func mustModel() *Model { m, _ := NewRandom(TorchVision, 3, 1); return m }
+func mustModel() *model.Model { m, _ := model.NewRandom(model.TorchVision, 3, 1); return m }
 
 func must(b []byte, err error) []byte {
 	if err != nil {
@@ -134,13 +136,13 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // FuzzDecodeONNX: no input panics the ONNX reader or makes it allocate
 // beyond what the input holds.
 func FuzzDecodeONNX(f *testing.F) {
-	small, _ := NewRandom(TorchVision, 2, 1)
-	b, _ := small.ExportONNX()
+	small, _ := model.NewRandom(model.TorchVision, 2, 1)
+	b, _ := Export(small)
 	f.Add(b[:4096])
 	f.Add([]byte{0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		DecodeONNX(data, "")
+		Decode(data, "")
 	})
 }
 
@@ -151,8 +153,8 @@ func TestONNXRefusesMismatchedLRNAndPool(t *testing.T) {
 		{"LRN", "size", `(LRN): size 3`},
 		{"MaxPool", "strides", `(MaxPool): kernel 3 stride 1`},
 	} {
-		m, _ := NewRandom(BVLC, 3, 1)
-		om, _ := parseONNX(must(m.ExportONNX()))
+		m, _ := model.NewRandom(model.BVLC, 3, 1)
+		om, _ := parseONNX(must(Export(m)))
 		var g pbuf
 		changed := false
 		for _, n := range om.Graph.Nodes {
@@ -182,7 +184,7 @@ func TestONNXRefusesMismatchedLRNAndPool(t *testing.T) {
 		}
 		g = g.bytes(11, valueInfoPB("input", 1, 3, 227, 227))
 		var mp pbuf
-		_, err := DecodeONNX(mp.bytes(7, g), "")
+		_, err := Decode(mp.bytes(7, g), "")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %s changed: error %v, want it to mention %q", tc.op, tc.attr, err, tc.want)
 		}
@@ -193,8 +195,8 @@ func TestONNXRefusesMismatchedLRNAndPool(t *testing.T) {
 // declares a 224×224 input; the checkpoint runs the weights at 227×227 and
 // the importer says so. A graph declaring the model's own size gets no note.
 func TestONNXImportSaysWhenInputSizeChanges(t *testing.T) {
-	m, _ := NewRandom(BVLC, 5, 2)
-	om, err := parseONNX(must(m.ExportONNX()))
+	m, _ := model.NewRandom(model.BVLC, 5, 2)
+	om, err := parseONNX(must(Export(m)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,14 +210,14 @@ func TestONNXImportSaysWhenInputSizeChanges(t *testing.T) {
 		var mp, opset pbuf
 		return mp.varint(1, 7).bytes(8, opset.str(1, "").varint(2, 13)).bytes(7, g)
 	}
-	zoo, err := DecodeONNX(graph(224), "")
+	zoo, err := Decode(graph(224), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if zoo.Spec.InputSize != 227 || len(zoo.Notes) != 1 || !strings.Contains(zoo.Notes[0], "224×224") || !strings.Contains(zoo.Notes[0], "227×227") {
 		t.Errorf("input %d, notes %q", zoo.Spec.InputSize, zoo.Notes)
 	}
-	own, err := DecodeONNX(graph(227), "")
+	own, err := Decode(graph(227), "")
 	if err != nil {
 		t.Fatal(err)
 	}

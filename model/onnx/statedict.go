@@ -1,20 +1,24 @@
-package model
+package onnx
 
 import (
 	"encoding/binary"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/nlpodyssey/safetensors"
+
+	"github.com/leafwatch/leafwatch/internal/half"
+	"github.com/leafwatch/leafwatch/model"
 )
 
 // ImportStateDict reads a torchvision AlexNet state dict saved with
 // safetensors (`features.0.weight` … `classifier.6.bias`, F32, F16 or BF16)
 // and returns a model. The class count comes from the last layer; labels
 // may be nil (then class_0 …).
-func ImportStateDict(path string, v Variant, labels []string) (*Model, error) {
+func ImportStateDict(path string, v model.Variant, labels []string) (*model.Model, error) {
 	buf, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
@@ -28,7 +32,7 @@ func ImportStateDict(path string, v Variant, labels []string) (*Model, error) {
 		return nil, fmt.Errorf("import %s: no classifier.6.weight: not a torchvision AlexNet state dict (tensors: %s)", path, strings.Join(first(st.Names(), 6), ", "))
 	}
 	classes := int(last.Shape()[0])
-	spec, err := NewSpec(v, classes)
+	spec, err := model.NewSpec(v, classes)
 	if err != nil {
 		return nil, err
 	}
@@ -36,7 +40,7 @@ func ImportStateDict(path string, v Variant, labels []string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	params := map[string]*Tensor{}
+	params := map[string]*model.Tensor{}
 	for _, p := range want {
 		tv, ok := st.Tensor(p.Name)
 		if !ok {
@@ -46,10 +50,10 @@ func ImportStateDict(path string, v Variant, labels []string) (*Model, error) {
 		for i, d := range tv.Shape() {
 			shape[i] = int(d)
 		}
-		if !sameShape(shape, p.Shape) {
+		if !slices.Equal(shape, p.Shape) {
 			return nil, fmt.Errorf("import %s: tensor %q has shape %v, the %s AlexNet needs %v", path, p.Name, shape, v, p.Shape)
 		}
-		t := NewTensor(shape...)
+		t := model.NewTensor(shape...)
 		raw := tv.Data()
 		switch tv.DType() {
 		case safetensors.F32:
@@ -58,44 +62,21 @@ func ImportStateDict(path string, v Variant, labels []string) (*Model, error) {
 			}
 		case safetensors.F16:
 			for i := range t.Data {
-				t.Data[i] = f16to32(binary.LittleEndian.Uint16(raw[2*i:]))
+				t.Data[i] = half.ToFloat32(binary.LittleEndian.Uint16(raw[2*i:]))
 			}
 		case safetensors.BF16:
 			for i := range t.Data {
-				t.Data[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(raw[2*i:])) << 16)
+				t.Data[i] = half.BF16ToFloat32(binary.LittleEndian.Uint16(raw[2*i:]))
 			}
 		default:
 			return nil, fmt.Errorf("import %s: tensor %q is %v; F32, F16 or BF16 expected", path, p.Name, tv.DType())
 		}
 		params[p.Name] = t
 	}
-	meta := DefaultMetadata(v)
+	meta := model.DefaultMetadata(v)
 	meta.Labels = labels
 	meta.Source = "torchvision state dict " + path
-	return New(spec, params, meta)
+	return model.New(spec, params, meta)
 }
 
 func first(s []string, n int) []string { return s[:min(n, len(s))] }
-
-// f16to32 converts IEEE half precision to single precision.
-func f16to32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch exp {
-	case 0:
-		if frac == 0 {
-			return math.Float32frombits(sign)
-		}
-		// Subnormal: normalise.
-		e := uint32(127 - 15 + 1)
-		for frac&0x400 == 0 {
-			frac <<= 1
-			e--
-		}
-		return math.Float32frombits(sign | e<<23 | (frac&0x3ff)<<13)
-	case 0x1f:
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
-}

@@ -1,4 +1,4 @@
-package model
+package onnx
 
 import (
 	"encoding/binary"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"unsafe"
+
+	"github.com/leafwatch/leafwatch/model"
 )
 
 // ONNX export and import. The exporter writes opset 13 with a named input
@@ -55,7 +57,7 @@ func nodePB(op, name string, in, out []string, attrs ...[]byte) []byte {
 	return n
 }
 
-func tensorPB(name string, t *Tensor) []byte {
+func tensorPB(name string, t *model.Tensor) []byte {
 	var p pbuf
 	dims := make([]int64, len(t.Shape))
 	for i, d := range t.Shape {
@@ -86,8 +88,8 @@ func valueInfoPB(name string, dims ...any) []byte {
 	return vi.str(1, name).bytes(2, typ)
 }
 
-// ExportONNX encodes the model as an ONNX file.
-func (m *Model) ExportONNX() ([]byte, error) {
+// Export encodes the model as an ONNX file.
+func Export(m *model.Model) ([]byte, error) {
 	if err := m.Whole("export ONNX"); err != nil {
 		return nil, err
 	}
@@ -99,18 +101,18 @@ func (m *Model) ExportONNX() ([]byte, error) {
 		out := fmt.Sprintf("t%d_%s", i, l.Kind)
 		name := fmt.Sprintf("%s_%d", l.Kind, i)
 		switch l.Kind {
-		case Conv:
+		case model.Conv:
 			w, b := l.Name+".weight", l.Name+".bias"
 			p := int64(l.Pad)
 			g = g.bytes(1, nodePB("Conv", name, []string{cur, w, b}, []string{out},
 				attrInts("kernel_shape", int64(l.Kernel), int64(l.Kernel)), attrInts("strides", int64(l.Stride), int64(l.Stride)),
 				attrInts("pads", p, p, p, p), attrInts("dilations", 1, 1), attrInt("group", int64(l.Groups))))
-		case ReLU:
+		case model.ReLU:
 			g = g.bytes(1, nodePB("Relu", name, []string{cur}, []string{out}))
-		case LRN:
+		case model.LRN:
 			g = g.bytes(1, nodePB("LRN", name, []string{cur}, []string{out},
 				attrInt("size", int64(l.Size)), attrFloat("alpha", l.Alpha), attrFloat("beta", l.Beta), attrFloat("bias", l.Bias)))
-		case MaxPool:
+		case model.MaxPool:
 			ceil := int64(0)
 			if l.CeilMode {
 				ceil = 1
@@ -119,9 +121,9 @@ func (m *Model) ExportONNX() ([]byte, error) {
 			g = g.bytes(1, nodePB("MaxPool", name, []string{cur}, []string{out},
 				attrInts("kernel_shape", int64(l.Kernel), int64(l.Kernel)), attrInts("strides", int64(l.Stride), int64(l.Stride)),
 				attrInts("pads", p, p, p, p), attrInt("ceil_mode", ceil)))
-		case Dropout:
+		case model.Dropout:
 			continue // inference graph
-		case FC:
+		case model.FC:
 			if !flattened {
 				fo := fmt.Sprintf("t%d_flatten", i)
 				g = g.bytes(1, nodePB("Flatten", fmt.Sprintf("flatten_%d", i), []string{cur}, []string{fo}, attrInt("axis", 1)))
@@ -145,14 +147,14 @@ func (m *Model) ExportONNX() ([]byte, error) {
 	g = g.bytes(12, valueInfoPB(onnxOutput, "batch", m.Spec.Classes))
 
 	var mp pbuf
-	mp = mp.varint(1, 8).str(2, "leafwatch").str(3, strconv.Itoa(FormatVersion))
+	mp = mp.varint(1, 8).str(2, "leafwatch").str(3, strconv.Itoa(model.FormatVersion))
 	var opset pbuf
 	opset = opset.str(1, "").varint(2, 13)
 	mp = mp.bytes(8, opset).bytes(7, g)
 	labels, _ := json.Marshal(m.Meta.Labels)
 	mean, _ := json.Marshal(m.Meta.Mean)
 	std, _ := json.Marshal(m.Meta.Std)
-	meta := [][2]string{{"leafwatch.format", FormatName}, {"leafwatch.variant", string(m.Spec.Variant)}, {"labels", string(labels)},
+	meta := [][2]string{{"leafwatch.format", model.FormatName}, {"leafwatch.variant", string(m.Spec.Variant)}, {"labels", string(labels)},
 		{"input_size", strconv.Itoa(s)}, {"resize", strconv.Itoa(m.Meta.Resize)}, {"mean", string(mean)}, {"std", string(std)},
 		{"channel_order", "RGB"}, {"pixel_scale", "input = (pixel/255 - mean) / std"}, {"model_version", m.Meta.Version}}
 	for _, kv := range meta {
@@ -162,23 +164,23 @@ func (m *Model) ExportONNX() ([]byte, error) {
 	return mp, nil
 }
 
-// SaveONNX writes the ONNX export to path.
-func (m *Model) SaveONNX(path string) error {
-	b, err := m.ExportONNX()
+// Save writes the ONNX export to path.
+func Save(m *model.Model, path string) error {
+	b, err := Export(m)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
 }
 
-// ImportONNX reads an ONNX AlexNet (weights inline or as external data
+// Import reads an ONNX AlexNet (weights inline or as external data
 // beside the file).
-func ImportONNX(path string) (*Model, error) {
+func Import(path string) (*model.Model, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("onnx import: %w", err)
 	}
-	m, err := DecodeONNX(b, filepath.Dir(path))
+	m, err := Decode(b, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("onnx import %s: %w", path, err)
 	}
@@ -188,14 +190,14 @@ func ImportONNX(path string) (*Model, error) {
 
 type convSeen struct {
 	node                string
-	w, b                *Tensor
+	w, b                *model.Tensor
 	kernel, stride, pad int
 	groups              int
 }
 
-// DecodeONNX maps an ONNX AlexNet graph to a model. dir resolves external
+// Decode maps an ONNX AlexNet graph to a model. dir resolves external
 // data ("" refuses it).
-func DecodeONNX(b []byte, dir string) (*Model, error) {
+func Decode(b []byte, dir string) (*model.Model, error) {
 	om, err := parseONNX(b)
 	if err != nil {
 		return nil, fmt.Errorf("not a readable ONNX file: %w", err)
@@ -206,9 +208,9 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 	}
 	constants := map[string]bool{}
 	var convs []convSeen
-	var fcs [][2]*Tensor
-	var lrns []Layer
-	var pools []Layer
+	var fcs [][2]*model.Tensor
+	var lrns []model.Layer
+	var pools []model.Layer
 	cur := ""
 	var declared []onnxDim
 	for _, in := range om.Graph.Inputs {
@@ -220,7 +222,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 	if cur == "" {
 		return nil, errors.New("graph has no data input")
 	}
-	weight := func(n onnxNode, i int) (*Tensor, error) {
+	weight := func(n onnxNode, i int) (*model.Tensor, error) {
 		if i >= len(n.Inputs) || n.Inputs[i] == "" {
 			return nil, nil
 		}
@@ -232,7 +234,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 	}
 	// weightAndBias reads a Conv or Gemm node's weight (required) and bias
 	// (zeros when absent, sized by the weight's first dimension).
-	weightAndBias := func(n onnxNode) (*Tensor, *Tensor, error) {
+	weightAndBias := func(n onnxNode) (*model.Tensor, *model.Tensor, error) {
 		w, err := weight(n, 1)
 		if err != nil {
 			return nil, nil, err
@@ -283,7 +285,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 				c.groups = int(a.I)
 			}
 			if c.b == nil {
-				c.b = NewTensor(w.Shape[0])
+				c.b = model.NewTensor(w.Shape[0])
 			}
 			convs = append(convs, c)
 		case "Relu", "Dropout", "Identity", "Flatten", "Reshape":
@@ -291,7 +293,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 				return nil, fmt.Errorf("node %q (Reshape): shape %q is computed in the graph", n.Name, n.Inputs[1])
 			}
 		case "LRN":
-			l := Layer{Kind: LRN, Name: n.Name, Size: int(n.Attrs["size"].I), Alpha: 1e-4, Beta: 0.75, Bias: 1}
+			l := model.Layer{Kind: model.LRN, Name: n.Name, Size: int(n.Attrs["size"].I), Alpha: 1e-4, Beta: 0.75, Bias: 1}
 			if a, ok := n.Attrs["alpha"]; ok {
 				l.Alpha = a.F
 			}
@@ -303,7 +305,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 			}
 			lrns = append(lrns, l)
 		case "MaxPool":
-			l := Layer{Kind: MaxPool, Name: n.Name, Kernel: int(first64(n.Attrs["kernel_shape"].Ints)), Stride: int(first64(n.Attrs["strides"].Ints)), CeilMode: n.Attrs["ceil_mode"].I == 1}
+			l := model.Layer{Kind: model.MaxPool, Name: n.Name, Kernel: int(first64(n.Attrs["kernel_shape"].Ints)), Stride: int(first64(n.Attrs["strides"].Ints)), CeilMode: n.Attrs["ceil_mode"].I == 1}
 			pools = append(pools, l)
 		case "AveragePool":
 			// torchvision's AdaptiveAvgPool2d((6,6)) is exported as a 1×1 pool at 224×224.
@@ -325,9 +327,9 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 				w = transpose(w)
 			}
 			if bias == nil {
-				bias = NewTensor(w.Shape[0])
+				bias = model.NewTensor(w.Shape[0])
 			}
-			fcs = append(fcs, [2]*Tensor{w, bias})
+			fcs = append(fcs, [2]*model.Tensor{w, bias})
 		case "Softmax":
 			done = true
 		default:
@@ -338,19 +340,19 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 	if len(convs) != 5 || len(fcs) != 3 {
 		return nil, fmt.Errorf("found %d convolutions and %d fully connected layers; AlexNet has 5 and 3", len(convs), len(fcs))
 	}
-	v := TorchVision
+	v := model.TorchVision
 	if len(lrns) > 0 || convs[1].groups > 1 {
-		v = BVLC
+		v = model.BVLC
 	}
-	spec, err := NewSpec(v, fcs[2][0].Shape[0])
+	spec, err := model.NewSpec(v, fcs[2][0].Shape[0])
 	if err != nil {
 		return nil, err
 	}
-	params := map[string]*Tensor{}
+	params := map[string]*model.Tensor{}
 	ci, fi, li, pi := 0, 0, 0, 0
 	for _, l := range spec.Layers {
 		switch l.Kind {
-		case LRN:
+		case model.LRN:
 			if li >= len(lrns) {
 				return nil, fmt.Errorf("the graph has %d LRN nodes; the %s AlexNet has 2", len(lrns), v)
 			}
@@ -360,7 +362,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 					g.Name, g.Size, g.Alpha, g.Beta, g.Bias, v, l.Size, l.Alpha, l.Beta, l.Bias)
 			}
 			li++
-		case MaxPool:
+		case model.MaxPool:
 			if pi >= len(pools) {
 				return nil, fmt.Errorf("the graph has %d max-pools; the %s AlexNet has 3", len(pools), v)
 			}
@@ -370,7 +372,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 				return nil, fmt.Errorf("node %q (MaxPool): kernel %d stride %d, the %s AlexNet uses %d/%d", g.Name, g.Kernel, g.Stride, v, l.Kernel, l.Stride)
 			}
 			pi++
-		case Conv:
+		case model.Conv:
 			c := convs[ci]
 			if c.kernel != l.Kernel || c.stride != l.Stride || c.pad != l.Pad || c.groups != l.Groups {
 				return nil, fmt.Errorf("node %q (Conv): kernel %d stride %d pad %d group %d, the %s AlexNet's %s has %d/%d/%d/%d",
@@ -378,7 +380,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 			}
 			params[l.Name+".weight"], params[l.Name+".bias"] = c.w, c.b
 			ci++
-		case FC:
+		case model.FC:
 			params[l.Name+".weight"], params[l.Name+".bias"] = fcs[fi][0], fcs[fi][1]
 			fi++
 		}
@@ -386,7 +388,7 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 	if li != len(lrns) || pi != len(pools) {
 		return nil, fmt.Errorf("the graph has %d LRN and %d max-pool nodes; the %s AlexNet has %d and %d", len(lrns), len(pools), v, li, pi)
 	}
-	meta := DefaultMetadata(v)
+	meta := model.DefaultMetadata(v)
 	if om.Meta["labels"] != "" {
 		if err := json.Unmarshal([]byte(om.Meta["labels"]), &meta.Labels); err != nil {
 			return nil, fmt.Errorf("metadata labels: %v", err)
@@ -397,11 +399,11 @@ func DecodeONNX(b []byte, dir string) (*Model, error) {
 	if r, err := strconv.Atoi(om.Meta["resize"]); err == nil {
 		meta.Resize = r
 	}
-	if v == BVLC && om.Meta["channel_order"] != "RGB" {
+	if v == model.BVLC && om.Meta["channel_order"] != "RGB" {
 		// Caffe models take BGR; Leafwatch feeds RGB: flip conv1's input channels.
 		flipInputChannels(params["features.0.weight"])
 	}
-	m, err := New(spec, params, meta)
+	m, err := model.New(spec, params, meta)
 	if err != nil {
 		return nil, err
 	}
@@ -422,9 +424,9 @@ func first64(v []int64) int64 {
 	return v[0]
 }
 
-func transpose(t *Tensor) *Tensor {
+func transpose(t *model.Tensor) *model.Tensor {
 	r, c := t.Shape[0], t.Shape[1]
-	o := NewTensor(c, r)
+	o := model.NewTensor(c, r)
 	for i := 0; i < r; i++ {
 		for j := 0; j < c; j++ {
 			o.Data[j*r+i] = t.Data[i*c+j]
@@ -433,7 +435,7 @@ func transpose(t *Tensor) *Tensor {
 	return o
 }
 
-func flipInputChannels(w *Tensor) {
+func flipInputChannels(w *model.Tensor) {
 	cin, kk := w.Shape[1], w.Shape[2]*w.Shape[3]
 	if cin != 3 {
 		return
@@ -448,7 +450,7 @@ func flipInputChannels(w *Tensor) {
 
 // toTensor converts an initializer, bounding the element count by the data
 // actually present (inline or in the external file).
-func (t *onnxTensor) toTensor(dir string) (*Tensor, error) {
+func (t *onnxTensor) toTensor(dir string) (*model.Tensor, error) {
 	if t.DataType != 1 {
 		return nil, fmt.Errorf("initializer %q has data type %d; FLOAT (1) expected", t.Name, t.DataType)
 	}
@@ -495,7 +497,7 @@ func (t *onnxTensor) toTensor(dir string) (*Tensor, error) {
 			return nil, fmt.Errorf("initializer %q: %w", t.Name, err)
 		}
 	}
-	out := &Tensor{Shape: shape}
+	out := &model.Tensor{Shape: shape}
 	switch {
 	case len(raw) > 0:
 		if int64(len(raw)) != n*4 {

@@ -1,0 +1,70 @@
+package half
+
+import (
+	"math"
+	"testing"
+)
+
+// widen is the textbook decoder (normalising subnormals by shifting), the
+// reference the multiply form is checked against.
+func widen(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h) & 0x3ff
+	switch exp {
+	case 0:
+		if frac == 0 {
+			return math.Float32frombits(sign)
+		}
+		e := uint32(127 - 15 + 1)
+		for frac&0x400 == 0 {
+			frac <<= 1
+			e--
+		}
+		return math.Float32frombits(sign | e<<23 | (frac&0x3ff)<<13)
+	case 0x1f:
+		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
+}
+
+// TestEveryHalf: all 65,536 patterns widen to the reference's bits and
+// narrow back to themselves (NaNs to a NaN).
+func TestEveryHalf(t *testing.T) {
+	for i := 0; i < 1<<16; i++ {
+		h := uint16(i)
+		got, want := ToFloat32(h), widen(h)
+		if math.Float32bits(got) != math.Float32bits(want) {
+			t.Fatalf("half %#04x: %g (%#08x), want %g (%#08x)", h, got, math.Float32bits(got), want, math.Float32bits(want))
+		}
+		back := FromFloat32(got)
+		if got != got {
+			if back&0x7c00 != 0x7c00 || back&0x3ff == 0 {
+				t.Fatalf("NaN %#04x narrows to %#04x", h, back)
+			}
+			continue
+		}
+		if back != h {
+			t.Fatalf("half %#04x widens to %g, which narrows to %#04x", h, got, back)
+		}
+	}
+}
+
+func TestRounding(t *testing.T) {
+	for _, tc := range []struct {
+		in   float32
+		want uint16
+	}{
+		{1, 0x3c00}, {-2, 0xc000}, {65504, 0x7bff}, {65520, 0x7c00}, {1e-8, 0}, {5.960464e-8, 1},
+		{float32(math.Inf(-1)), 0xfc00}, {1 + 1.0/2048, 0x3c00}, // a tie rounds to even
+	} {
+		if got := FromFloat32(tc.in); got != tc.want {
+			t.Errorf("FromFloat32(%g) = %#04x, want %#04x", tc.in, got, tc.want)
+		}
+	}
+	for _, v := range []float32{1, -3.5, 1e-20, 65504, 3.0e38} {
+		if got := BF16ToFloat32(BF16FromFloat32(v)); math.Abs(float64(got-v)) > math.Abs(float64(v))/128 {
+			t.Errorf("bf16 %g → %g", v, got)
+		}
+	}
+}
