@@ -15,7 +15,7 @@ export GOTOOLCHAIN := $(or $(LEAFWATCH_GOTOOLCHAIN),go$(shell sed -n 's/^go //p'
 # tests run with -race separately below.
 # finetune's command tests run AlexNet in child processes: race-instrumented
 # im2col would take minutes, and the code they cover is single-threaded.
-RACE_PKGS := $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) $(GO) list ./... 2>/dev/null | grep -v -e '/model$$' -e '/model/onnx$$' -e '/train$$' -e '/tools/finetune$$')
+RACE_PKGS := $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) $(GO) list ./... 2>/dev/null | grep -v -e '/model/cpu$$' -e '/model/onnx$$' -e '/train$$' -e '/tools/finetune$$')
 
 .PHONY: deps-cuda build-cuda vet-cuda gpu-check test-cuda-emu test-cuda-emu-mutants devcheck
 .PHONY: deps-cross deps-package build-arm64 test-arm64 test-opencv-matrix package package-test
@@ -36,8 +36,8 @@ build: deps
 # A pure-Go build of the engine (gonum BLAS instead of OpenBLAS). Programs
 # need cgo for OpenCV, so this builds the model package only.
 build-purego:
-	CGO_ENABLED=0 $(GO) build ./model/ ./model/onnx/ ./model/gpu/
-	CGO_ENABLED=0 $(GO) vet ./model/ ./model/onnx/ ./model/gpu/
+	CGO_ENABLED=0 $(GO) build ./model/ ./model/onnx/ ./model/cpu/ ./model/gpu/
+	CGO_ENABLED=0 $(GO) vet ./model/ ./model/onnx/ ./model/cpu/ ./model/gpu/
 
 # CUDA: headers from Debian non-free, or the CUDA toolkit / JetPack's own
 # when present (then nothing is installed); compiling needs no GPU.
@@ -47,13 +47,13 @@ deps-cuda:
 vet-cuda: deps-cuda
 	$(GO) vet -tags cuda ./...
 	bash scripts/staticcheck.sh -tags cuda ./...
-	$(GO) vet -tags 'cuda cudaemu' ./model/gpu/... ./tools/finetune/train/
+	$(GO) vet -tags 'cuda cudaemu' ./model/gpu/... ./model/engine/ ./tools/finetune/train/
 
-# The CUDA engine on the host emulation harness (model/gpu/cudaemu): the
+# The CUDA engine on the host emulation harness (internal/cudaemu): the
 # real engine code and kernels.cu run on the CPU against a fake driver and
 # cuBLAS, with Debian's NVRTC. No GPU needed; CI runs it.
 test-cuda-emu: deps deps-cuda
-	$(GO) test -count=1 -timeout 10m -tags 'cuda cudaemu' ./model/gpu/ ./model/gpu/cudalib/
+	$(GO) test -count=1 -timeout 10m -tags 'cuda cudaemu' ./model/gpu/ ./model/gpu/cudalib/ ./model/engine/
 	$(GO) test -count=1 -timeout 10m -tags 'cuda cudaemu' -run CUDA ./tools/finetune/train/
 
 # Plants known defects in a copy of the tree and checks the harness fails
@@ -102,11 +102,11 @@ staticcheck:
 
 test: deps fmt-check vet staticcheck vulncheck build-purego
 	$(GO) test -count=1 -timeout 15m ./model/... ./tools/finetune/...
-	$(GO) test -count=1 -race -run 'Concurrent|Allocates' ./model/
+	$(GO) test -count=1 -race -run 'Concurrent|Allocates' ./model/cpu/
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 	$(GO) test -count=1 -run 'RSSAfterReloads' ./daemon/
 	$(GO) test -count=1 -run 'EncryptedKey' ./internal/bundle/
-	CGO_ENABLED=0 $(GO) test -count=1 -run 'Reference|Gradients' ./model/
+	CGO_ENABLED=0 $(GO) test -count=1 -run 'Reference|Gradients' ./model/cpu/
 	$(GO) test -count=1 -tags matprofile -run NoLeakedMats ./vision/ ./daemon/
 
 test-short: deps
@@ -115,10 +115,10 @@ test-short: deps
 # Benchmarks run as OpenBLAS detects the CPU; set OPENBLAS_CORETYPE (e.g.
 # SkylakeX, Haswell) to compare kernels when it falls back to Prescott.
 bench: deps
-	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia|TrainStep' -benchtime 5x ./model/ && \
+	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia|TrainStep' -benchtime 5x ./model/cpu/ && \
 	   $(GO) test -run XXX -bench VsOpenCVDNN -benchtime 5x ./model/dnncheck/ && \
 	   LEAFWATCH_ONNXRUNTIME_LIB=$$(scripts/onnxruntime.sh) $(GO) test -tags onnxruntime -run Agrees -bench VsONNXRuntime -benchtime 20x ./model/ortcheck/ && \
-	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/ && \
+	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/cpu/ && \
 	   $(GO) test -run XXX -bench 'Preprocess|CaptureFPS' -benchtime 50x ./vision/ && \
 	   $(GO) test -run XXX -bench 'LeafRegions|LeafStageShare' -benchtime 5x ./vision/ && \
 	   $(GO) test -run XXX -bench MultiCameraThroughput -benchtime 2x ./daemon/ && \
@@ -164,8 +164,8 @@ build-arm64: deps deps-cross deps-cuda
 	scripts/cross.sh bookworm arm64 $(GO) build -tags cuda -o $(BIN)/arm64-cuda/ ./daemon/cmd/leafwatchd ./tools/finetune ./tools/gpucheck
 
 test-arm64: deps deps-cross
-	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -timeout 30m -exec $(QEMU_TEST) ./model/ ./model/onnx/ ./vision/ ./mqtt/ ./daemon/
-	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -tags cuda -exec $(QEMU_TEST) -run 'Select|ChooseArch' ./model/gpu/
+	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -timeout 30m -exec $(QEMU_TEST) ./model/ ./model/cpu/ ./model/onnx/ ./vision/ ./mqtt/ ./daemon/
+	scripts/cross.sh bookworm arm64 $(GO) test -count=1 -tags cuda -exec $(QEMU_TEST) -run 'Select|ChooseArch' ./model/gpu/ ./model/engine/
 
 # The packages that use gocv against OpenCV 4.5 (bullseye, as JetPack 5)
 # and 4.10 (trixie, newer than JetPack 6's 4.8), arm64 under qemu.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 )
 
 // TestBatcherMergesAndSplits: requests that arrive while the engine is
@@ -22,7 +23,7 @@ func TestBatcherMergesAndSplits(t *testing.T) {
 	}
 	m, _ := model.NewRandom(model.TorchVision, 5, 3)
 	m.Meta.Labels = []string{"a", "b", "c", "d", "e"}
-	e := &countingEngine{Classifier: model.NewClassifier(m, model.Options{MaxBatch: 16})}
+	e := &countingEngine{Classifier: cpu.NewClassifier(m, model.Options{MaxBatch: 16})}
 	b := newBatcher()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -81,7 +82,7 @@ func TestBatcherMergesAndSplits(t *testing.T) {
 
 // countingEngine counts calls and can hold the first until released.
 type countingEngine struct {
-	*model.Classifier
+	*cpu.Classifier
 	calls atomic.Int64
 	hold  chan struct{}
 }
@@ -122,8 +123,8 @@ func BenchmarkMultiCameraThroughput(b *testing.B) {
 		wg.Wait()
 		return float64(cams*frames) / time.Since(start).Seconds()
 	}
-	alone := model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
-	merged := model.NewClassifier(m, model.Options{MaxBatch: 2 * model.DefaultMaxBatch})
+	alone := cpu.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
+	merged := cpu.NewClassifier(m, model.Options{MaxBatch: 2 * model.DefaultMaxBatch})
 	bt := newBatcher()
 	go bt.run(ctx)
 	alone.Classify(ctx, x, tiles, 3)

@@ -21,6 +21,7 @@ import (
 	"github.com/leafwatch/leafwatch/daemon/fleet"
 	"github.com/leafwatch/leafwatch/daemon/samples"
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/engine"
 	"github.com/leafwatch/leafwatch/mqtt"
 	"github.com/leafwatch/leafwatch/systemd"
 	"github.com/leafwatch/leafwatch/vision"
@@ -333,7 +334,7 @@ func (c *Config) validate(root *yaml.Node) []string {
 	if c.Model == "" {
 		add("no checkpoint path", "model")
 	}
-	if c.Engine != "auto" && c.Engine != "cpu" && c.Engine != "cuda" {
+	if err := engine.Validate(c.Engine); err != nil {
 		add(fmt.Sprintf("%q: use auto, cpu or cuda", c.Engine), "engine")
 	}
 	if _, err := model.ParsePrecision(c.Precision); err != nil {

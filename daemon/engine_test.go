@@ -19,6 +19,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/mqtt"
 )
 
@@ -115,7 +116,7 @@ func testEngineFallback(t *testing.T, released bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fe := &failingEngine{inner: model.NewClassifier(whole, model.Options{}), after: 3}
+	fe := &failingEngine{inner: cpu.NewClassifier(whole, model.Options{}), after: 3}
 	if released {
 		if fe.model, err = model.Load(ckpt); err != nil {
 			t.Fatal(err)

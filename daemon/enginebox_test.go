@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 )
 
 // TestReplacedEngineFreedByItsLastSample: a reload during a sample must
@@ -15,8 +16,8 @@ func TestReplacedEngineFreedByItsLastSample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldE := &failingEngine{inner: model.NewClassifier(m, model.Options{}), after: 1 << 30}
-	newE := &failingEngine{inner: model.NewClassifier(m, model.Options{}), after: 1 << 30}
+	oldE := &failingEngine{inner: cpu.NewClassifier(m, model.Options{}), after: 1 << 30}
+	newE := &failingEngine{inner: cpu.NewClassifier(m, model.Options{}), after: 1 << 30}
 	d := &Daemon{}
 	d.serving.Store(newEngineBox(oldE))
 
@@ -57,7 +58,7 @@ func TestEngineBoxConcurrentSwaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	mk := func() *failingEngine {
-		return &failingEngine{inner: model.NewClassifier(m, model.Options{}), after: 1 << 30}
+		return &failingEngine{inner: cpu.NewClassifier(m, model.Options{}), after: 1 << 30}
 	}
 	d := &Daemon{}
 	d.serving.Store(newEngineBox(mk()))

@@ -13,7 +13,8 @@ import (
 	"github.com/leafwatch/leafwatch/daemon/fleet"
 	"github.com/leafwatch/leafwatch/internal/bundle"
 	"github.com/leafwatch/leafwatch/model"
-	"github.com/leafwatch/leafwatch/model/gpu"
+	"github.com/leafwatch/leafwatch/model/cpu"
+	"github.com/leafwatch/leafwatch/model/engine"
 	"github.com/leafwatch/leafwatch/mqtt"
 )
 
@@ -85,7 +86,7 @@ func (d *Daemon) prepareEngine(path string, man bundle.Manifest) (model.Engine, 
 			return nil, fmt.Errorf("model %s does not match its manifest: %w", path, err)
 		}
 	}
-	c, err := gpu.Select(m, d.cfg.Engine, d.engineOptions(), d.log)
+	c, err := engine.Select(m, d.cfg.Engine, d.engineOptions(), d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -123,9 +124,9 @@ func (d *Daemon) swapIn(c model.Engine, modTime time.Time) {
 		// it holds in another form; hand that memory back now rather than
 		// at a GC that may be far away (a reload's retire does the same).
 		debug.FreeOSMemory()
-		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "blas", model.BLASInfo())
-		if model.BLASCoreIsGeneric() {
-			d.log.Warn("OpenBLAS picked a generic CPU kernel; set OPENBLAS_CORETYPE (e.g. SkylakeX or Haswell) for 3-6x faster inference", "blas", model.BLASInfo())
+		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "blas", cpu.BLASInfo())
+		if cpu.BLASCoreIsGeneric() {
+			d.log.Warn("OpenBLAS picked a generic CPU kernel; set OPENBLAS_CORETYPE (e.g. SkylakeX or Haswell) for 3-6x faster inference", "blas", cpu.BLASInfo())
 		}
 		return
 	}
@@ -274,7 +275,7 @@ func (d *Daemon) fallBack(failed model.Engine, cause error) bool {
 		d.log.Error("inference engine failed; no CPU fallback until the next model reload", "failed", failed.Engine(), "err", cause, "fallback_err", err)
 		return false
 	}
-	cpu := model.NewClassifier(m, d.engineOptions())
+	cpu := cpu.NewClassifier(m, d.engineOptions())
 	old := d.serving.Swap(newEngineBox(cpu))
 	why := fmt.Sprintf("%s failed at %s (%v); serving on %s until the next model reload or restart",
 		failed.Engine(), time.Now().UTC().Format(time.RFC3339), cause, cpu.Engine())

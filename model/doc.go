@@ -1,19 +1,11 @@
-// Package model owns the Leafwatch network: the AlexNet variants
+// Package model owns what the Leafwatch network is: the AlexNet variants
 // (torchvision and the original BVLC/Caffe one) with any class count, the
-// checkpoint format (safetensors tensors under torchvision names plus
-// metadata), and the CPU inference and training engine.
+// labels, the Model and its tensors, head replacement, the checkpoint
+// format (safetensors tensors under torchvision names plus metadata), the
+// Engine interface every backend implements and the FC precisions' names.
 //
-// The engine runs a planned sequence of layers over buffers that are
-// allocated once per runner and reused, so steady-state inference creates
-// no garbage. Training convolves by im2col + SGEMM; SGEMM comes from
-// OpenBLAS when cgo is on (the default) and from gonum's pure-Go BLAS when
-// built with CGO_ENABLED=0 or -tags purego. The engine splits its large
-// kernels over the cores itself (parallel.go), runs the 3×3 and 5×5
-// convolutions as Winograd F(2×2, 3×3) and F(3×3, 5×5) (winograd.go,
-// winograd5.go) and conv1 as F(2×2, 3×3) over 4×4 pixel blocks
-// (spacedepth.go), the passes between GEMMs in C (layers.c), and can hold
-// the big fully connected layers in fp16, bf16 or int8 (precision.go,
-// fc.c).
-// Cross-checks against OpenCV DNN and onnxruntime live in dnncheck and
-// ortcheck.
+// It imports none of the packages below it: model/cpu is the CPU engine,
+// model/gpu the CUDA engine, model/engine chooses between them, model/onnx
+// converts weights to and from ONNX and torch state dicts, and dnncheck
+// and ortcheck cross-check the engines against OpenCV DNN and onnxruntime.
 package model

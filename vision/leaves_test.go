@@ -13,6 +13,7 @@ import (
 
 	"github.com/leafwatch/leafwatch/internal/greenhouse"
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 )
 
 var tomato = []string{"Tomato___healthy", "Tomato___Late_blight", "Tomato___Early_blight", "Tomato___Leaf_Mold", "Tomato___Septoria_leaf_spot", "Tomato___Target_Spot"}
@@ -291,7 +292,7 @@ func BenchmarkLeafStageShare(b *testing.B) {
 	}()
 	m, _ := model.NewRandom(model.TorchVision, len(tomato), 1)
 	m.Meta.Labels = tomato
-	clf := model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
+	clf := cpu.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
 	defer clf.Close()
 	pre := Preprocess{InputSize: m.Meta.InputSize, Resize: m.Meta.Resize, Mean: m.Meta.Mean, Std: m.Meta.Std}
 	pp, _ := NewRegionPreprocessor(pre, Regions{Mode: RegionsLeaves, Leaves: DefaultLeaves()})

@@ -12,6 +12,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/model/internal/peertest"
 	"github.com/leafwatch/leafwatch/model/onnx"
 )
@@ -61,7 +62,7 @@ func TestOpenCVDNNAgrees(t *testing.T) {
 				x := peertest.Input(n*m.InputLen(), 5)
 				want := opencvForward(t, net, x, n, s)
 				got := make([]float32, n*38)
-				if err := model.NewClassifier(m, model.Options{}).Probabilities(context.Background(), x, n, got); err != nil {
+				if err := cpu.NewClassifier(m, model.Options{}).Probabilities(context.Background(), x, n, got); err != nil {
 					t.Fatal(err)
 				}
 				if len(want) != len(got) {
@@ -95,7 +96,7 @@ func BenchmarkVsOpenCVDNN(b *testing.B) {
 				defer net.Close()
 				s := m.Spec.InputSize
 				x := peertest.Input(n*m.InputLen(), 1)
-				c := model.NewClassifier(m, model.Options{MaxBatch: n})
+				c := cpu.NewClassifier(m, model.Options{MaxBatch: n})
 				probs := make([]float32, n*38)
 				ctx := context.Background()
 				c.Probabilities(ctx, x, n, probs)

@@ -18,10 +18,11 @@ import (
 	"gorgonia.org/cu"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 )
 
 // These tests run on a real GPU (go test -tags cuda) and, with -tags
-// 'cuda cudaemu', on the host emulation harness (model/gpu/cudaemu), which
+// 'cuda cudaemu', on the host emulation harness (internal/cudaemu), which
 // runs the same code with fewer iterations. Without either they skip.
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -129,11 +130,11 @@ func TestCUDAMatchesCPU(t *testing.T) {
 	needGPU(t)
 	for _, v := range model.Variants() {
 		m := testModel(t, v, 38, 4)
-		ge, err := Select(m, CUDA, model.Options{MaxBatch: 8}, quiet)
+		ge, err := New(m, model.Options{MaxBatch: 8}, quiet)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cpu := model.NewClassifier(m, model.Options{MaxBatch: 8})
+		cpu := cpu.NewClassifier(m, model.Options{MaxBatch: 8})
 		worst := 0.0
 		for _, n := range []int{1, 3, 8, 11} {
 			t.Run(fmt.Sprintf("%s/batch%d", v, n), func(t *testing.T) {
@@ -169,10 +170,10 @@ func TestCUDAReleasesHostWeights(t *testing.T) {
 	n := 3
 	x := randInput(n, m.InputLen(), 7)
 	want := make([]float32, n*38)
-	if err := model.NewClassifier(testModel(t, model.TorchVision, 38, 4), model.Options{MaxBatch: 8}).Probabilities(context.Background(), x, n, want); err != nil {
+	if err := cpu.NewClassifier(testModel(t, model.TorchVision, 38, 4), model.Options{MaxBatch: 8}).Probabilities(context.Background(), x, n, want); err != nil {
 		t.Fatal(err)
 	}
-	ge, err := Select(m, CUDA, model.Options{MaxBatch: 8, ReleaseWeights: true}, quiet)
+	ge, err := New(m, model.Options{MaxBatch: 8, ReleaseWeights: true}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func TestCUDAReleasesHostWeights(t *testing.T) {
 	if d := maxAbsDiff(got, want); d > 1e-4 || math.IsNaN(d) {
 		t.Errorf("probabilities differ from the CPU engine's by %g", d)
 	}
-	if _, err := Select(m, CUDA, model.Options{MaxBatch: 8}, quiet); err == nil || !strings.Contains(err.Error(), "released") {
+	if _, err := New(m, model.Options{MaxBatch: 8}, quiet); err == nil || !strings.Contains(err.Error(), "released") {
 		t.Errorf("a second CUDA engine on the released model: %v", err)
 	}
 }
@@ -205,14 +206,14 @@ func TestCUDALayersMatchCPU(t *testing.T) {
 				useCC(t, cc)
 				m := testModel(t, v, 5, 11)
 				const n = 2
-				ge, err := Select(m, CUDA, model.Options{MaxBatch: n}, quiet)
+				ge, err := New(m, model.Options{MaxBatch: n}, quiet)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer ge.Close()
 				checkTarget(t, cc)
 				e := ge.(*Engine)
-				s := m.NewTrainSession(n, nil)
+				s := cpu.NewTrainSession(m, n, nil)
 				x := randInput(n, m.InputLen(), 5)
 				leave, err := e.d.enter()
 				if err != nil {
@@ -282,7 +283,7 @@ func trainBoth(t *testing.T, v model.Variant, steps, from, first int, mult map[s
 	const n = 2
 	const lr, mom, decay = 0.01, 0.9, 5e-4
 	labels := []int{1, 3}
-	s := cpuM.NewTrainSession(n, nil)
+	s := cpu.NewTrainSession(cpuM, n, nil)
 	vel := zeroVelocity(cpuM)
 	tr, err := NewTrainer(gpuM, n, OptimSettings{Momentum: mom, WeightDecay: decay, Mult: mult, Log: quiet})
 	if err != nil {
@@ -469,7 +470,7 @@ func TestCUDATrainerChecksBatch(t *testing.T) {
 func TestCUDACloseTwice(t *testing.T) {
 	needGPU(t)
 	m := testModel(t, model.TorchVision, 3, 1)
-	e, err := Select(m, CUDA, model.Options{MaxBatch: 1}, quiet)
+	e, err := New(m, model.Options{MaxBatch: 1}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +519,7 @@ func freeMemory(t *testing.T, e *Engine) int64 {
 func TestCUDAMemoryFlat(t *testing.T) {
 	needGPU(t)
 	m := testModel(t, model.TorchVision, 38, 1)
-	ge, err := Select(m, CUDA, model.Options{MaxBatch: 1}, quiet)
+	ge, err := New(m, model.Options{MaxBatch: 1}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/model/internal/peertest"
 	"github.com/leafwatch/leafwatch/model/onnx"
 )
@@ -127,7 +128,7 @@ func TestONNXRuntimeAgrees(t *testing.T) {
 				x := peertest.Input(n*m.InputLen(), 5)
 				want := s.run(t, x)
 				got := make([]float32, n*38)
-				if err := model.NewClassifier(m, model.Options{}).Probabilities(context.Background(), x, n, got); err != nil {
+				if err := cpu.NewClassifier(m, model.Options{}).Probabilities(context.Background(), x, n, got); err != nil {
 					t.Fatal(err)
 				}
 				d := 0.0
@@ -148,7 +149,7 @@ func TestONNXRuntimeAgrees(t *testing.T) {
 // ms/image for each and the ratio (below 1: ours is faster).
 func BenchmarkVsONNXRuntime(b *testing.B) {
 	needORT(b)
-	fmt.Println("blas:", model.BLASInfo(), "onnxruntime:", ort.GetVersion(), "threads:", runtime.NumCPU())
+	fmt.Println("blas:", cpu.BLASInfo(), "onnxruntime:", ort.GetVersion(), "threads:", runtime.NumCPU())
 	for _, v := range model.Variants() {
 		for _, n := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/batch%d", v, n), func(b *testing.B) {
@@ -159,8 +160,8 @@ func BenchmarkVsONNXRuntime(b *testing.B) {
 				x := peertest.Input(n*m.InputLen(), 1)
 				// fp32 (the default) and fp16 FC weights (top-1 agreement
 				// 100% with fp32 in BenchmarkPrecisionAgreement).
-				c := model.NewClassifier(m, model.Options{MaxBatch: n})
-				c16 := model.NewClassifier(m, model.Options{MaxBatch: n, Precision: model.FP16})
+				c := cpu.NewClassifier(m, model.Options{MaxBatch: n})
+				c16 := cpu.NewClassifier(m, model.Options{MaxBatch: n, Precision: model.FP16})
 				probs := make([]float32, n*38)
 				ctx := context.Background()
 				timeBlock := func(k int, run func()) time.Duration {

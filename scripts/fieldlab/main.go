@@ -38,6 +38,7 @@ import (
 	"github.com/leafwatch/leafwatch/internal/fieldset"
 	"github.com/leafwatch/leafwatch/internal/greenhouse"
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
 	"github.com/leafwatch/leafwatch/vision"
 )
@@ -313,7 +314,7 @@ func cmdScore(args []string) error {
 	sort.Strings(files)
 	var sc score
 	if *regions == "truth" {
-		sc.clf = model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
+		sc.clf = cpu.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
 		defer sc.clf.Close()
 	}
 	ctx := context.Background()
@@ -350,7 +351,7 @@ func cmdScore(args []string) error {
 
 type score struct {
 	right, n, background, bgRejected, fallbacks int
-	clf                                         *model.Classifier // truth crops
+	clf                                         *cpu.Classifier // truth crops
 }
 
 type scoreSummary struct {
@@ -670,7 +671,7 @@ func cmdKeepDay(args []string) error {
 		return err
 	}
 	defer pp.Close()
-	clf := model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
+	clf := cpu.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
 	defer clf.Close()
 	dec := daemon.NewDecider("day", "cam", daemon.DefaultDecision())
 	type seen struct {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/leafwatch/leafwatch/internal/buildinfo"
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/model/onnx"
 	"github.com/leafwatch/leafwatch/tools/finetune/train"
 )
@@ -52,7 +53,7 @@ Documentation: /usr/share/doc/leafwatch/tools/finetune/README.md
 `
 
 func main() {
-	model.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
+	cpu.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 	if len(os.Args) < 2 {

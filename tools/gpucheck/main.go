@@ -27,6 +27,8 @@ import (
 
 	"github.com/leafwatch/leafwatch/internal/buildinfo"
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
+	"github.com/leafwatch/leafwatch/model/engine"
 	"github.com/leafwatch/leafwatch/model/gpu"
 )
 
@@ -82,7 +84,7 @@ func main() {
 	wx := flag.Bool("deny-write-execute", false, "refuse writable-and-executable memory to this process first (the kernel's W^X, as systemd's MemoryDenyWriteExecute=yes does), to find out whether CUDA works under it")
 	save := flag.String("save-model", "", "write the torchvision model that was timed here (a Leafwatch checkpoint) and, beside it with .input appended, the probe input as raw little-endian float32")
 	flag.Parse()
-	model.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
+	cpu.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
 	if *wx {
 		// PR_SET_MDWE (Linux 6.3+): from here on no mapping may become both
 		// writable and executable, nor executable later — as under
@@ -150,12 +152,12 @@ func check(sizes []int, reps int, save string, log *slog.Logger) (*Report, error
 			maxB = max(maxB, n)
 		}
 		start := time.Now()
-		e, err := gpu.Select(m, gpu.CUDA, model.Options{MaxBatch: maxB}, log)
+		e, err := engine.Select(m, engine.CUDA, model.Options{MaxBatch: maxB}, log)
 		if err != nil {
 			return nil, err
 		}
 		open := time.Since(start).Seconds()
-		cpu := model.NewClassifier(m, model.Options{MaxBatch: 8})
+		cpu := cpu.NewClassifier(m, model.Options{MaxBatch: 8})
 		fmt.Printf("%s on %s (opened in %.2f s)\n", v, e.Engine(), open)
 		if v == model.TorchVision {
 			probe, in := make([]float32, 38), ProbeInput(m.InputLen())

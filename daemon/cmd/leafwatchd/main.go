@@ -14,7 +14,7 @@ import (
 
 	"github.com/leafwatch/leafwatch/daemon"
 	"github.com/leafwatch/leafwatch/internal/buildinfo"
-	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 )
 
 const usage = `Usage: leafwatchd [--config FILE] [--json-logs]
@@ -71,7 +71,7 @@ func main() {
 			os.Exit(cmdFleet(os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}
-	model.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
+	cpu.TuneBLAS() // may re-exec with OPENBLAS_CORETYPE set
 	fs := flag.NewFlagSet("leafwatchd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfgPath := fs.String("config", "/etc/leafwatch/leafwatchd.yaml", "configuration file")

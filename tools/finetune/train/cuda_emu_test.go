@@ -11,13 +11,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/leafwatch/leafwatch/internal/cudaemu"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/model/gpu"
-	"github.com/leafwatch/leafwatch/model/gpu/cudaemu"
 )
 
 // Under -tags 'cuda cudaemu' the CUDA trainer runs on the host emulation
-// harness (see model/gpu/cudaemu).
+// harness (see internal/cudaemu).
 func TestMain(m *testing.M) {
 	if _, err := cudaemu.Setup(gpu.KernelSource()); err != nil {
 		fmt.Fprintln(os.Stderr, "cudaemu setup:", err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 )
 
 // BenchmarkPrecisionAgreement measures what the CPU engine's reduced
@@ -53,7 +54,7 @@ func BenchmarkPrecisionAgreement(b *testing.B) {
 	probs := map[model.Precision][]float32{}
 	for _, p := range []model.Precision{model.FP32, model.FP16, model.BF16, model.INT8} {
 		probs[p] = make([]float32, n*k)
-		c := model.NewClassifier(trained, model.Options{Precision: p})
+		c := cpu.NewClassifier(trained, model.Options{Precision: p})
 		if err := c.Probabilities(context.Background(), x, n, probs[p]); err != nil {
 			b.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/vision"
 )
 
@@ -15,7 +16,7 @@ import (
 // camera uses), the same regions (vision.Tiling), the same preprocessing
 // (vision.Preprocessor) and the same engine batching.
 type Predictor struct {
-	clf *model.Classifier
+	clf *cpu.Classifier
 	pp  *vision.Preprocessor
 	img gocv.Mat
 }
@@ -36,7 +37,7 @@ func NewPredictor(m *model.Model, regions vision.Regions, prec model.Precision) 
 	if err != nil {
 		return nil, err
 	}
-	return &Predictor{clf: model.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch, Precision: p}), pp: pp, img: gocv.NewMat()}, nil
+	return &Predictor{clf: cpu.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch, Precision: p}), pp: pp, img: gocv.NewMat()}, nil
 }
 
 // Close frees the buffers.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
+	"github.com/leafwatch/leafwatch/model/engine"
 	"github.com/leafwatch/leafwatch/model/gpu"
 )
 
@@ -136,7 +138,7 @@ type Trainer struct {
 	m    *model.Model
 	opt  *SGD
 	st   State
-	sess *model.TrainSession
+	sess *cpu.TrainSession
 	aug  Augment
 	log  *slog.Logger
 
@@ -222,23 +224,12 @@ func NewTrainer(cfg Config, data *Dataset, m *model.Model, opt *SGD, st *State) 
 			t.from-- // keep dropout in training
 		}
 	}
-	t.sess = m.NewTrainSession(cfg.BatchSize, nil)
-	switch cfg.Engine {
-	case "", "cpu":
-	case "auto", "cuda":
-		dev, err := gpu.NewTrainer(m, cfg.BatchSize, gpu.OptimSettings{Momentum: opt.Momentum, WeightDecay: opt.WeightDecay, Mult: opt.Mult, Velocity: opt.Velocity, Log: cfg.Log})
-		switch {
-		case err == nil:
-			t.dev = dev
-			cfg.Log.Info("engine selected", "engine", dev.Name(), "why", "CUDA device available")
-		case cfg.Engine == "cuda":
-			return nil, fmt.Errorf("--engine cuda: %w", err)
-		default:
-			cfg.Log.Info("engine selected", "engine", "cpu/"+model.BLASInfo(), "why", "no CUDA: "+err.Error())
-		}
-	default:
-		return nil, fmt.Errorf("engine %q: use auto, cpu or cuda", cfg.Engine)
+	t.sess = cpu.NewTrainSession(m, cfg.BatchSize, nil)
+	dev, err := engine.SelectTrainer(m, cfg.Engine, cfg.BatchSize, gpu.OptimSettings{Momentum: opt.Momentum, WeightDecay: opt.WeightDecay, Mult: opt.Mult, Velocity: opt.Velocity, Log: cfg.Log}, cfg.Log)
+	if err != nil {
+		return nil, fmt.Errorf("--%w", err)
 	}
+	t.dev = dev
 	return t, nil
 }
 
@@ -635,7 +626,7 @@ func (t *Trainer) finish(ctx context.Context) (*Result, error) {
 // (the field's baseline samples, or a whole test folder), also test.csv
 // and confusion-test.csv. dir "" writes nothing.
 func WriteReports(ctx context.Context, dir string, m *model.Model, data *Dataset, bs, workers int) (*Result, error) {
-	t := &Trainer{cfg: Config{BatchSize: bs, Workers: max(1, workers)}, data: data, m: m, sess: m.NewTrainSession(bs, nil)}
+	t := &Trainer{cfg: Config{BatchSize: bs, Workers: max(1, workers)}, data: data, m: m, sess: cpu.NewTrainSession(m, bs, nil)}
 	t.aug = Augment{Prep: PreprocessOf(m.Meta)}
 	res := &Result{}
 	var writes []func() error

@@ -1,0 +1,6 @@
+//go:build !cgo || purego
+
+package cpu
+
+// TuneBLAS does nothing without OpenBLAS.
+func TuneBLAS() {}
