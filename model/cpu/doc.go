@@ -12,6 +12,6 @@
 // winograd5.go) and conv1 as F(2×2, 3×3) over 4×4 pixel blocks
 // (spacedepth.go), the passes between GEMMs in C (layers.c), and can hold
 // the big fully connected layers in fp16, bf16 or int8 (precision.go,
-// fc.c). The Go kernels (kernels.go) are the references the C and
+// fc.h and fc_<arch>.c). The Go kernels (kernels.go) are the references the C and
 // Winograd paths are tested against.
 package cpu

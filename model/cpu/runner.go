@@ -17,7 +17,7 @@ type runner struct {
 	acts   [][]float32 // acts[i] is layer i's input; acts[len] the logits
 	col    []float32
 	tmp    []float32      // a batched convolution's output before the scatter
-	q      []*qfc         // streaming FC weights per layer (inference; see fc.c)
+	q      []*qfc         // streaming FC weights per layer (inference; see fc.h)
 	wino   []*winoWeights // Winograd filters per layer (inference)
 	argmax [][]int32
 	scale  [][]float32 // LRN denominators (training)
