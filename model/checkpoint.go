@@ -294,54 +294,15 @@ type tensorEntry struct {
 func readCheckpoint(r io.Reader, size int64) (*Model, error) {
 	h := sha256.New()
 	tr := io.TeeReader(r, h)
-	if size < 10 {
-		return nil, fmt.Errorf("%w: %d bytes is too short to be a safetensors file", ErrNotCheckpoint, size)
+	hdr, err := readHeader(tr, size)
+	if err != nil {
+		return nil, err
 	}
-	var lenBuf [8]byte
-	if _, err := io.ReadFull(tr, lenBuf[:]); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotCheckpoint, err)
+	dataLen := uint64(size) - 8 - uint64(len(hdr.raw))
+	if hdr.need > dataLen {
+		return nil, fmt.Errorf("%w: truncated file: tensors need %d bytes of data, %d present", ErrNotCheckpoint, hdr.need, dataLen)
 	}
-	n := binary.LittleEndian.Uint64(lenBuf[:])
-	if n > maxHeader || n < 2 {
-		return nil, fmt.Errorf("%w: not a safetensors file (no JSON header after the 8-byte length)", ErrNotCheckpoint)
-	}
-	if n > uint64(size-8) {
-		return nil, fmt.Errorf("%w: truncated file: header claims %d bytes, only %d follow", ErrNotCheckpoint, n, size-8)
-	}
-	hdr := make([]byte, n)
-	if _, err := io.ReadFull(tr, hdr); err != nil {
-		return nil, fmt.Errorf("%w: header: %v", ErrNotCheckpoint, err)
-	}
-	if hdr[0] != '{' {
-		return nil, fmt.Errorf("%w: not a safetensors file (no JSON header after the 8-byte length)", ErrNotCheckpoint)
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(hdr, &raw); err != nil {
-		return nil, fmt.Errorf("%w: not a safetensors file: header is not JSON: %v", ErrNotCheckpoint, err)
-	}
-	var md map[string]string
-	if m, ok := raw["__metadata__"]; ok {
-		if err := json.Unmarshal(m, &md); err != nil {
-			return nil, fmt.Errorf("%w: __metadata__: %v", ErrNotCheckpoint, err)
-		}
-		delete(raw, "__metadata__")
-	}
-	dataLen := uint64(size) - 8 - n
-	var entries []*tensorEntry
-	var need uint64
-	for name, msg := range raw {
-		e := &tensorEntry{name: name}
-		if err := json.Unmarshal(msg, e); err != nil || len(e.Offsets) != 2 || e.Offsets[0] > e.Offsets[1] {
-			return nil, fmt.Errorf("%w: tensor %q: bad entry in the header", ErrNotCheckpoint, name)
-		}
-		e.begin, e.end = e.Offsets[0], e.Offsets[1]
-		need = max(need, e.end)
-		entries = append(entries, e)
-	}
-	if need > dataLen {
-		return nil, fmt.Errorf("%w: truncated file: tensors need %d bytes of data, %d present", ErrNotCheckpoint, need, dataLen)
-	}
-	meta, err := parseHeaderMetadata(md)
+	meta, err := parseHeaderMetadata(hdr.md)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotCheckpoint, err)
 	}
@@ -352,6 +313,78 @@ func readCheckpoint(r io.Reader, size int64) (*Model, error) {
 	if meta.InputSize != spec.InputSize {
 		return nil, fmt.Errorf("%w: input size %d, the %s variant takes %d", ErrNotCheckpoint, meta.InputSize, spec.Variant, spec.InputSize)
 	}
+	shapes, err := checkEntries(spec, hdr.entries)
+	if err != nil {
+		return nil, err
+	}
+	params, err := readTensors(tr, hdr.entries, shapes, dataLen)
+	if err != nil {
+		return nil, err
+	}
+	meta.SHA256 = hex.EncodeToString(h.Sum(nil))
+	meta.Version = meta.SHA256[:12]
+	return New(spec, params, meta)
+}
+
+// checkpointHeader is a safetensors header as read: its bytes, the
+// metadata and the tensor entries, and how much data they need.
+type checkpointHeader struct {
+	raw     []byte
+	md      map[string]string
+	entries []*tensorEntry
+	need    uint64
+}
+
+// readHeader reads the 8-byte length and the JSON header.
+func readHeader(tr io.Reader, size int64) (checkpointHeader, error) {
+	var ch checkpointHeader
+	if size < 10 {
+		return ch, fmt.Errorf("%w: %d bytes is too short to be a safetensors file", ErrNotCheckpoint, size)
+	}
+	var lenBuf [8]byte
+	if _, err := io.ReadFull(tr, lenBuf[:]); err != nil {
+		return ch, fmt.Errorf("%w: %v", ErrNotCheckpoint, err)
+	}
+	n := binary.LittleEndian.Uint64(lenBuf[:])
+	if n > maxHeader || n < 2 {
+		return ch, fmt.Errorf("%w: not a safetensors file (no JSON header after the 8-byte length)", ErrNotCheckpoint)
+	}
+	if n > uint64(size-8) {
+		return ch, fmt.Errorf("%w: truncated file: header claims %d bytes, only %d follow", ErrNotCheckpoint, n, size-8)
+	}
+	ch.raw = make([]byte, n)
+	if _, err := io.ReadFull(tr, ch.raw); err != nil {
+		return ch, fmt.Errorf("%w: header: %v", ErrNotCheckpoint, err)
+	}
+	if ch.raw[0] != '{' {
+		return ch, fmt.Errorf("%w: not a safetensors file (no JSON header after the 8-byte length)", ErrNotCheckpoint)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(ch.raw, &raw); err != nil {
+		return ch, fmt.Errorf("%w: not a safetensors file: header is not JSON: %v", ErrNotCheckpoint, err)
+	}
+	if m, ok := raw["__metadata__"]; ok {
+		if err := json.Unmarshal(m, &ch.md); err != nil {
+			return ch, fmt.Errorf("%w: __metadata__: %v", ErrNotCheckpoint, err)
+		}
+		delete(raw, "__metadata__")
+	}
+	for name, msg := range raw {
+		e := &tensorEntry{name: name}
+		if err := json.Unmarshal(msg, e); err != nil || len(e.Offsets) != 2 || e.Offsets[0] > e.Offsets[1] {
+			return ch, fmt.Errorf("%w: tensor %q: bad entry in the header", ErrNotCheckpoint, name)
+		}
+		e.begin, e.end = e.Offsets[0], e.Offsets[1]
+		ch.need = max(ch.need, e.end)
+		ch.entries = append(ch.entries, e)
+	}
+	return ch, nil
+}
+
+// checkEntries checks the header's tensors against the variant's: none
+// missing or extra, shapes, F32, sizes, no overlap. It sorts entries into
+// file order and returns each tensor's shape.
+func checkEntries(spec Spec, entries []*tensorEntry) (map[string]ParamShape, error) {
 	want, err := spec.Params()
 	if err != nil {
 		return nil, err
@@ -392,14 +425,19 @@ func readCheckpoint(r io.Reader, size int64) (*Model, error) {
 			return nil, fmt.Errorf("%w: tensors %q and %q overlap", ErrNotCheckpoint, entries[i-1].name, entries[i].name)
 		}
 	}
-	// Stream the data section in file order, every byte through the hash.
-	params := make(map[string]*Tensor, len(want))
+	return wantShape, nil
+}
+
+// readTensors streams the data section in file order (entries sorted),
+// every byte through the reader (and so the hash), to its end.
+func readTensors(tr io.Reader, entries []*tensorEntry, shapes map[string]ParamShape, dataLen uint64) (map[string]*Tensor, error) {
+	params := make(map[string]*Tensor, len(entries))
 	var pos uint64
 	for _, e := range entries {
 		if _, err := io.CopyN(io.Discard, tr, int64(e.begin-pos)); err != nil {
 			return nil, fmt.Errorf("%w: truncated while reading: %v", ErrNotCheckpoint, err)
 		}
-		t := &Tensor{Shape: slices.Clone(wantShape[e.name].Shape), Data: make([]float32, (e.end-e.begin)/4)}
+		t := &Tensor{Shape: slices.Clone(shapes[e.name].Shape), Data: make([]float32, (e.end-e.begin)/4)}
 		if len(t.Data) > 0 {
 			if _, err := io.ReadFull(tr, unsafe.Slice((*byte)(unsafe.Pointer(&t.Data[0])), len(t.Data)*4)); err != nil {
 				return nil, fmt.Errorf("%w: truncated while reading %s: %v", ErrNotCheckpoint, e.name, err)
@@ -416,9 +454,7 @@ func readCheckpoint(r io.Reader, size int64) (*Model, error) {
 	if _, err := io.CopyN(io.Discard, tr, int64(dataLen-pos)); err != nil {
 		return nil, fmt.Errorf("%w: truncated while reading: %v", ErrNotCheckpoint, err)
 	}
-	meta.SHA256 = hex.EncodeToString(h.Sum(nil))
-	meta.Version = meta.SHA256[:12]
-	return New(spec, params, meta)
+	return params, nil
 }
 
 // littleEndian: safetensors data is little-endian; big-endian hosts swap.

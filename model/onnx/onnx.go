@@ -202,202 +202,28 @@ func Decode(b []byte, dir string) (*model.Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("not a readable ONNX file: %w", err)
 	}
-	inits := map[string]*onnxTensor{}
-	for i := range om.Graph.Inits {
-		inits[om.Graph.Inits[i].Name] = &om.Graph.Inits[i]
-	}
-	constants := map[string]bool{}
-	var convs []convSeen
-	var fcs [][2]*model.Tensor
-	var lrns []model.Layer
-	var pools []model.Layer
-	cur := ""
-	var declared []onnxDim
-	for _, in := range om.Graph.Inputs {
-		if inits[in.Name] == nil {
-			cur, declared = in.Name, in.Shape
-			break
-		}
-	}
-	if cur == "" {
-		return nil, errors.New("graph has no data input")
-	}
-	weight := func(n onnxNode, i int) (*model.Tensor, error) {
-		if i >= len(n.Inputs) || n.Inputs[i] == "" {
-			return nil, nil
-		}
-		t := inits[n.Inputs[i]]
-		if t == nil {
-			return nil, fmt.Errorf("node %q (%s): input %q is not an initializer", n.Name, n.Op, n.Inputs[i])
-		}
-		return t.toTensor(dir)
-	}
-	// weightAndBias reads a Conv or Gemm node's weight (required) and bias
-	// (zeros when absent, sized by the weight's first dimension).
-	weightAndBias := func(n onnxNode) (*model.Tensor, *model.Tensor, error) {
-		w, err := weight(n, 1)
-		if err != nil {
-			return nil, nil, err
-		}
-		if w == nil {
-			return nil, nil, fmt.Errorf("node %q (%s): no weight", n.Name, n.Op)
-		}
-		b, err := weight(n, 2)
-		if err != nil {
-			return nil, nil, err
-		}
-		return w, b, nil
-	}
-	done := false
-	for _, n := range om.Graph.Nodes {
-		if n.Op == "Constant" {
-			for _, o := range n.Outputs {
-				constants[o] = true
-			}
-			continue
-		}
-		if done {
-			return nil, fmt.Errorf("node %q (%s) follows the Softmax: not an AlexNet", n.Name, n.Op)
-		}
-		if len(n.Inputs) == 0 || n.Inputs[0] != cur || len(n.Outputs) == 0 {
-			return nil, fmt.Errorf("node %q (%s) is not on the single chain an AlexNet is (expects input %q)", n.Name, n.Op, cur)
-		}
-		switch n.Op {
-		case "Conv":
-			w, bias, err := weightAndBias(n)
-			if err != nil {
-				return nil, err
-			}
-			if len(w.Shape) != 4 || w.Shape[2] != w.Shape[3] {
-				return nil, fmt.Errorf("node %q (Conv): weight is not a square 4-D kernel", n.Name)
-			}
-			c := convSeen{node: n.Name, w: w, b: bias, kernel: w.Shape[2], stride: 1, groups: 1}
-			if a, ok := n.Attrs["strides"]; ok && len(a.Ints) == 2 {
-				c.stride = int(a.Ints[0])
-			}
-			if a, ok := n.Attrs["pads"]; ok && len(a.Ints) == 4 {
-				c.pad = int(a.Ints[0])
-				if a.Ints[0] != a.Ints[1] || a.Ints[0] != a.Ints[2] || a.Ints[0] != a.Ints[3] {
-					return nil, fmt.Errorf("node %q (Conv): asymmetric pads %v", n.Name, a.Ints)
-				}
-			}
-			if a, ok := n.Attrs["group"]; ok {
-				c.groups = int(a.I)
-			}
-			if c.b == nil {
-				c.b = model.NewTensor(w.Shape[0])
-			}
-			convs = append(convs, c)
-		case "Relu", "Dropout", "Identity", "Flatten", "Reshape":
-			if n.Op == "Reshape" && len(n.Inputs) > 1 && inits[n.Inputs[1]] == nil && !constants[n.Inputs[1]] {
-				return nil, fmt.Errorf("node %q (Reshape): shape %q is computed in the graph", n.Name, n.Inputs[1])
-			}
-		case "LRN":
-			l := model.Layer{Kind: model.LRN, Name: n.Name, Size: int(n.Attrs["size"].I), Alpha: 1e-4, Beta: 0.75, Bias: 1}
-			if a, ok := n.Attrs["alpha"]; ok {
-				l.Alpha = a.F
-			}
-			if a, ok := n.Attrs["beta"]; ok {
-				l.Beta = a.F
-			}
-			if a, ok := n.Attrs["bias"]; ok {
-				l.Bias = a.F
-			}
-			lrns = append(lrns, l)
-		case "MaxPool":
-			l := model.Layer{Kind: model.MaxPool, Name: n.Name, Kernel: int(first64(n.Attrs["kernel_shape"].Ints)), Stride: int(first64(n.Attrs["strides"].Ints)), CeilMode: n.Attrs["ceil_mode"].I == 1}
-			pools = append(pools, l)
-		case "AveragePool":
-			// torchvision's AdaptiveAvgPool2d((6,6)) is exported as a 1×1 pool at 224×224.
-			if first64(n.Attrs["kernel_shape"].Ints) != 1 {
-				return nil, fmt.Errorf("node %q (AveragePool): a %v pool does not fit an AlexNet", n.Name, n.Attrs["kernel_shape"].Ints)
-			}
-		case "Gemm":
-			w, bias, err := weightAndBias(n)
-			if err != nil {
-				return nil, err
-			}
-			if len(w.Shape) != 2 {
-				return nil, fmt.Errorf("node %q (Gemm): weight is not a matrix", n.Name)
-			}
-			if a, ok := n.Attrs["alpha"]; ok && a.F != 1 {
-				return nil, fmt.Errorf("node %q (Gemm): alpha %v ≠ 1", n.Name, a.F)
-			}
-			if n.Attrs["transB"].I == 0 {
-				w = transpose(w)
-			}
-			if bias == nil {
-				bias = model.NewTensor(w.Shape[0])
-			}
-			fcs = append(fcs, [2]*model.Tensor{w, bias})
-		case "Softmax":
-			done = true
-		default:
-			return nil, fmt.Errorf("node %q: op %s does not fit an AlexNet (expected Conv, Relu, LRN, MaxPool, Flatten/Reshape, Gemm, Dropout, Softmax)", n.Name, n.Op)
-		}
-		cur = n.Outputs[0]
-	}
-	if len(convs) != 5 || len(fcs) != 3 {
-		return nil, fmt.Errorf("found %d convolutions and %d fully connected layers; AlexNet has 5 and 3", len(convs), len(fcs))
-	}
-	v := model.TorchVision
-	if len(lrns) > 0 || convs[1].groups > 1 {
-		v = model.BVLC
-	}
-	spec, err := model.NewSpec(v, fcs[2][0].Shape[0])
+	g, err := walkGraph(om, dir)
 	if err != nil {
 		return nil, err
 	}
-	params := map[string]*model.Tensor{}
-	ci, fi, li, pi := 0, 0, 0, 0
-	for _, l := range spec.Layers {
-		switch l.Kind {
-		case model.LRN:
-			if li >= len(lrns) {
-				return nil, fmt.Errorf("the graph has %d LRN nodes; the %s AlexNet has 2", len(lrns), v)
-			}
-			g := lrns[li]
-			if g.Size != l.Size || g.Alpha != l.Alpha || g.Beta != l.Beta || g.Bias != l.Bias {
-				return nil, fmt.Errorf("node %q (LRN): size %d alpha %g beta %g bias %g, the %s AlexNet uses %d/%g/%g/%g",
-					g.Name, g.Size, g.Alpha, g.Beta, g.Bias, v, l.Size, l.Alpha, l.Beta, l.Bias)
-			}
-			li++
-		case model.MaxPool:
-			if pi >= len(pools) {
-				return nil, fmt.Errorf("the graph has %d max-pools; the %s AlexNet has 3", len(pools), v)
-			}
-			g := pools[pi]
-			// Ceil and floor rounding give the same sizes at AlexNet's input size.
-			if g.Kernel != l.Kernel || g.Stride != l.Stride {
-				return nil, fmt.Errorf("node %q (MaxPool): kernel %d stride %d, the %s AlexNet uses %d/%d", g.Name, g.Kernel, g.Stride, v, l.Kernel, l.Stride)
-			}
-			pi++
-		case model.Conv:
-			c := convs[ci]
-			if c.kernel != l.Kernel || c.stride != l.Stride || c.pad != l.Pad || c.groups != l.Groups {
-				return nil, fmt.Errorf("node %q (Conv): kernel %d stride %d pad %d group %d, the %s AlexNet's %s has %d/%d/%d/%d",
-					c.node, c.kernel, c.stride, c.pad, c.groups, v, l.Group, l.Kernel, l.Stride, l.Pad, l.Groups)
-			}
-			params[l.Name+".weight"], params[l.Name+".bias"] = c.w, c.b
-			ci++
-		case model.FC:
-			params[l.Name+".weight"], params[l.Name+".bias"] = fcs[fi][0], fcs[fi][1]
-			fi++
-		}
+	if len(g.convs) != 5 || len(g.fcs) != 3 {
+		return nil, fmt.Errorf("found %d convolutions and %d fully connected layers; AlexNet has 5 and 3", len(g.convs), len(g.fcs))
 	}
-	if li != len(lrns) || pi != len(pools) {
-		return nil, fmt.Errorf("the graph has %d LRN and %d max-pool nodes; the %s AlexNet has %d and %d", len(lrns), len(pools), v, li, pi)
+	v := model.TorchVision
+	if len(g.lrns) > 0 || g.convs[1].groups > 1 {
+		v = model.BVLC
 	}
-	meta := model.DefaultMetadata(v)
-	if om.Meta["labels"] != "" {
-		if err := json.Unmarshal([]byte(om.Meta["labels"]), &meta.Labels); err != nil {
-			return nil, fmt.Errorf("metadata labels: %v", err)
-		}
+	spec, err := model.NewSpec(v, g.fcs[2][0].Shape[0])
+	if err != nil {
+		return nil, err
 	}
-	json.Unmarshal([]byte(om.Meta["mean"]), &meta.Mean)
-	json.Unmarshal([]byte(om.Meta["std"]), &meta.Std)
-	if r, err := strconv.Atoi(om.Meta["resize"]); err == nil {
-		meta.Resize = r
+	params, err := g.params(spec)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := metadataOf(om, v)
+	if err != nil {
+		return nil, err
 	}
 	if v == model.BVLC && om.Meta["channel_order"] != "RGB" {
 		// Caffe models take BGR; Leafwatch feeds RGB: flip conv1's input channels.
@@ -407,14 +233,255 @@ func Decode(b []byte, dir string) (*model.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(declared) == 4 && declared[2].Value > 0 && int(declared[2].Value) != spec.InputSize {
+	if d := g.declared; len(d) == 4 && d[2].Value > 0 && int(d[2].Value) != spec.InputSize {
 		// The model zoo's bvlcalexnet declares 224×224 and pads its pools
 		// at the end to reach 6×6; Caffe's own AlexNet, which Leafwatch
 		// runs, takes 227×227 and gets there with ceil-mode pools.
 		m.Notes = append(m.Notes, fmt.Sprintf("the ONNX graph declares a %d×%d input; Leafwatch's %s AlexNet runs these weights at %d×%d (the checkpoint's input size), so outputs differ slightly from an ONNX runtime fed %d×%d",
-			declared[2].Value, declared[3].Value, v, spec.InputSize, spec.InputSize, declared[2].Value, declared[3].Value))
+			d[2].Value, d[3].Value, v, spec.InputSize, spec.InputSize, d[2].Value, d[3].Value))
 	}
 	return m, nil
+}
+
+// graphSeen is what walking an AlexNet's node chain found, in order.
+type graphSeen struct {
+	convs    []convSeen
+	fcs      [][2]*model.Tensor // weight, bias
+	lrns     []model.Layer
+	pools    []model.Layer
+	declared []onnxDim // the data input's declared shape
+
+	inits     map[string]*onnxTensor
+	constants map[string]bool
+	dir       string
+}
+
+// walkGraph follows the single chain of nodes from the data input,
+// collecting the layers that carry weights or settings.
+func walkGraph(om *onnxModel, dir string) (*graphSeen, error) {
+	g := &graphSeen{inits: map[string]*onnxTensor{}, constants: map[string]bool{}, dir: dir}
+	for i := range om.Graph.Inits {
+		g.inits[om.Graph.Inits[i].Name] = &om.Graph.Inits[i]
+	}
+	cur := ""
+	for _, in := range om.Graph.Inputs {
+		if g.inits[in.Name] == nil {
+			cur, g.declared = in.Name, in.Shape
+			break
+		}
+	}
+	if cur == "" {
+		return nil, errors.New("graph has no data input")
+	}
+	done := false
+	for _, n := range om.Graph.Nodes {
+		if n.Op == "Constant" {
+			for _, o := range n.Outputs {
+				g.constants[o] = true
+			}
+			continue
+		}
+		if done {
+			return nil, fmt.Errorf("node %q (%s) follows the Softmax: not an AlexNet", n.Name, n.Op)
+		}
+		if len(n.Inputs) == 0 || n.Inputs[0] != cur || len(n.Outputs) == 0 {
+			return nil, fmt.Errorf("node %q (%s) is not on the single chain an AlexNet is (expects input %q)", n.Name, n.Op, cur)
+		}
+		var err error
+		if done, err = g.node(n); err != nil {
+			return nil, err
+		}
+		cur = n.Outputs[0]
+	}
+	return g, nil
+}
+
+// node takes one node of the chain; done reports the closing Softmax.
+func (g *graphSeen) node(n onnxNode) (done bool, err error) {
+	switch n.Op {
+	case "Conv":
+		c, err := g.conv(n)
+		if err != nil {
+			return false, err
+		}
+		g.convs = append(g.convs, c)
+	case "Relu", "Dropout", "Identity", "Flatten", "Reshape":
+		if n.Op == "Reshape" && len(n.Inputs) > 1 && g.inits[n.Inputs[1]] == nil && !g.constants[n.Inputs[1]] {
+			return false, fmt.Errorf("node %q (Reshape): shape %q is computed in the graph", n.Name, n.Inputs[1])
+		}
+	case "LRN":
+		l := model.Layer{Kind: model.LRN, Name: n.Name, Size: int(n.Attrs["size"].I), Alpha: 1e-4, Beta: 0.75, Bias: 1}
+		if a, ok := n.Attrs["alpha"]; ok {
+			l.Alpha = a.F
+		}
+		if a, ok := n.Attrs["beta"]; ok {
+			l.Beta = a.F
+		}
+		if a, ok := n.Attrs["bias"]; ok {
+			l.Bias = a.F
+		}
+		g.lrns = append(g.lrns, l)
+	case "MaxPool":
+		l := model.Layer{Kind: model.MaxPool, Name: n.Name, Kernel: int(first64(n.Attrs["kernel_shape"].Ints)), Stride: int(first64(n.Attrs["strides"].Ints)), CeilMode: n.Attrs["ceil_mode"].I == 1}
+		g.pools = append(g.pools, l)
+	case "AveragePool":
+		// torchvision's AdaptiveAvgPool2d((6,6)) is exported as a 1×1 pool at 224×224.
+		if first64(n.Attrs["kernel_shape"].Ints) != 1 {
+			return false, fmt.Errorf("node %q (AveragePool): a %v pool does not fit an AlexNet", n.Name, n.Attrs["kernel_shape"].Ints)
+		}
+	case "Gemm":
+		fc, err := g.gemm(n)
+		if err != nil {
+			return false, err
+		}
+		g.fcs = append(g.fcs, fc)
+	case "Softmax":
+		return true, nil
+	default:
+		return false, fmt.Errorf("node %q: op %s does not fit an AlexNet (expected Conv, Relu, LRN, MaxPool, Flatten/Reshape, Gemm, Dropout, Softmax)", n.Name, n.Op)
+	}
+	return false, nil
+}
+
+// weight reads a node's i-th input, which must be an initializer (nil when
+// the input is absent).
+func (g *graphSeen) weight(n onnxNode, i int) (*model.Tensor, error) {
+	if i >= len(n.Inputs) || n.Inputs[i] == "" {
+		return nil, nil
+	}
+	t := g.inits[n.Inputs[i]]
+	if t == nil {
+		return nil, fmt.Errorf("node %q (%s): input %q is not an initializer", n.Name, n.Op, n.Inputs[i])
+	}
+	return t.toTensor(g.dir)
+}
+
+// weightAndBias reads a Conv or Gemm node's weight (required) and bias
+// (nil when absent).
+func (g *graphSeen) weightAndBias(n onnxNode) (*model.Tensor, *model.Tensor, error) {
+	w, err := g.weight(n, 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	if w == nil {
+		return nil, nil, fmt.Errorf("node %q (%s): no weight", n.Name, n.Op)
+	}
+	b, err := g.weight(n, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, b, nil
+}
+
+func (g *graphSeen) conv(n onnxNode) (convSeen, error) {
+	w, bias, err := g.weightAndBias(n)
+	if err != nil {
+		return convSeen{}, err
+	}
+	if len(w.Shape) != 4 || w.Shape[2] != w.Shape[3] {
+		return convSeen{}, fmt.Errorf("node %q (Conv): weight is not a square 4-D kernel", n.Name)
+	}
+	if bias == nil {
+		bias = model.NewTensor(w.Shape[0])
+	}
+	c := convSeen{node: n.Name, w: w, b: bias, kernel: w.Shape[2], stride: 1, groups: 1}
+	if a, ok := n.Attrs["strides"]; ok && len(a.Ints) == 2 {
+		c.stride = int(a.Ints[0])
+	}
+	if a, ok := n.Attrs["pads"]; ok && len(a.Ints) == 4 {
+		c.pad = int(a.Ints[0])
+		if a.Ints[0] != a.Ints[1] || a.Ints[0] != a.Ints[2] || a.Ints[0] != a.Ints[3] {
+			return convSeen{}, fmt.Errorf("node %q (Conv): asymmetric pads %v", n.Name, a.Ints)
+		}
+	}
+	if a, ok := n.Attrs["group"]; ok {
+		c.groups = int(a.I)
+	}
+	return c, nil
+}
+
+func (g *graphSeen) gemm(n onnxNode) ([2]*model.Tensor, error) {
+	w, bias, err := g.weightAndBias(n)
+	if err != nil {
+		return [2]*model.Tensor{}, err
+	}
+	if len(w.Shape) != 2 {
+		return [2]*model.Tensor{}, fmt.Errorf("node %q (Gemm): weight is not a matrix", n.Name)
+	}
+	if a, ok := n.Attrs["alpha"]; ok && a.F != 1 {
+		return [2]*model.Tensor{}, fmt.Errorf("node %q (Gemm): alpha %v ≠ 1", n.Name, a.F)
+	}
+	if n.Attrs["transB"].I == 0 {
+		w = transpose(w)
+	}
+	if bias == nil {
+		bias = model.NewTensor(w.Shape[0])
+	}
+	return [2]*model.Tensor{w, bias}, nil
+}
+
+// params matches what the graph had with the variant's layers, checking
+// every setting, and names the weights as the checkpoint does.
+func (g *graphSeen) params(spec model.Spec) (map[string]*model.Tensor, error) {
+	v := spec.Variant
+	params := map[string]*model.Tensor{}
+	ci, fi, li, pi := 0, 0, 0, 0
+	for _, l := range spec.Layers {
+		switch l.Kind {
+		case model.LRN:
+			if li >= len(g.lrns) {
+				return nil, fmt.Errorf("the graph has %d LRN nodes; the %s AlexNet has 2", len(g.lrns), v)
+			}
+			x := g.lrns[li]
+			if x.Size != l.Size || x.Alpha != l.Alpha || x.Beta != l.Beta || x.Bias != l.Bias {
+				return nil, fmt.Errorf("node %q (LRN): size %d alpha %g beta %g bias %g, the %s AlexNet uses %d/%g/%g/%g",
+					x.Name, x.Size, x.Alpha, x.Beta, x.Bias, v, l.Size, l.Alpha, l.Beta, l.Bias)
+			}
+			li++
+		case model.MaxPool:
+			if pi >= len(g.pools) {
+				return nil, fmt.Errorf("the graph has %d max-pools; the %s AlexNet has 3", len(g.pools), v)
+			}
+			x := g.pools[pi]
+			// Ceil and floor rounding give the same sizes at AlexNet's input size.
+			if x.Kernel != l.Kernel || x.Stride != l.Stride {
+				return nil, fmt.Errorf("node %q (MaxPool): kernel %d stride %d, the %s AlexNet uses %d/%d", x.Name, x.Kernel, x.Stride, v, l.Kernel, l.Stride)
+			}
+			pi++
+		case model.Conv:
+			c := g.convs[ci]
+			if c.kernel != l.Kernel || c.stride != l.Stride || c.pad != l.Pad || c.groups != l.Groups {
+				return nil, fmt.Errorf("node %q (Conv): kernel %d stride %d pad %d group %d, the %s AlexNet's %s has %d/%d/%d/%d",
+					c.node, c.kernel, c.stride, c.pad, c.groups, v, l.Group, l.Kernel, l.Stride, l.Pad, l.Groups)
+			}
+			params[l.Name+".weight"], params[l.Name+".bias"] = c.w, c.b
+			ci++
+		case model.FC:
+			params[l.Name+".weight"], params[l.Name+".bias"] = g.fcs[fi][0], g.fcs[fi][1]
+			fi++
+		}
+	}
+	if li != len(g.lrns) || pi != len(g.pools) {
+		return nil, fmt.Errorf("the graph has %d LRN and %d max-pool nodes; the %s AlexNet has %d and %d", len(g.lrns), len(g.pools), v, li, pi)
+	}
+	return params, nil
+}
+
+// metadataOf reads what an export by Leafwatch (or anyone) put in
+// metadata_props: labels, mean, std, resize.
+func metadataOf(om *onnxModel, v model.Variant) (model.Metadata, error) {
+	meta := model.DefaultMetadata(v)
+	if om.Meta["labels"] != "" {
+		if err := json.Unmarshal([]byte(om.Meta["labels"]), &meta.Labels); err != nil {
+			return meta, fmt.Errorf("metadata labels: %v", err)
+		}
+	}
+	json.Unmarshal([]byte(om.Meta["mean"]), &meta.Mean)
+	json.Unmarshal([]byte(om.Meta["std"]), &meta.Std)
+	if r, err := strconv.Atoi(om.Meta["resize"]); err == nil {
+		meta.Resize = r
+	}
+	return meta, nil
 }
 
 func first64(v []int64) int64 {
