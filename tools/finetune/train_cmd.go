@@ -52,37 +52,7 @@ func (p *pathList) Set(v string) error {
 func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("train", flag.ExitOnError)
 	var cfg train.Config
-	fs.StringVar(&cfg.Data, "data", "", "image folder: one sub-folder per class, or train/ and val/")
-	fs.StringVar(&cfg.Out, "out", "", "output folder (checkpoints, logs, reports); with --resume, default the state file's folder")
-	base := fs.String("base", "", "checkpoint with ImageNet weights (from finetune import); empty = random initialisation")
-	variant := fs.String("variant", "torchvision", "variant for random initialisation (torchvision, bvlc)")
-	resume := fs.String("resume", "", "training-state file to continue (OUT/state.safetensors); the run's settings come from it")
-	keepPen := fs.Bool("keep-penultimate", false, "keep fc7's weights (the PlantVillage paper) instead of resetting them")
-	fs.Float64Var(&cfg.ValFrac, "val", 0.2, "validation fraction when DATA has no train/ and val/")
-	fs.Uint64Var(&cfg.Seed, "seed", 1, "random seed: same seed, same run")
-	fs.IntVar(&cfg.Epochs, "epochs", 30, "epochs (may be raised on --resume to extend a run)")
-	fs.IntVar(&cfg.BatchSize, "batch", 16, "batch size")
-	sched := fs.String("schedule", "step", "learning-rate schedule: step, cosine (spans --epochs), constant")
-	lr := fs.Float64("lr", 0.005, "base learning rate")
-	stepEvery := fs.Float64("step-every", 10, "step schedule: epochs between drops")
-	gamma := fs.Float64("gamma", 0.1, "step schedule: factor per drop")
-	warmup := fs.Float64("warmup", 0, "epochs of linear warmup")
-	fs.Float64Var(&cfg.Momentum, "momentum", 0.9, "SGD momentum")
-	fs.Float64Var(&cfg.WeightDecay, "weight-decay", 5e-4, "L2 weight decay (weights only, not biases)")
-	fs.Float64Var(&cfg.NewLayerLRMult, "new-layer-lr-mult", 10, "learning-rate multiplier for the replaced layers")
-	fs.StringVar(&cfg.TrainFrom, "train-from", "conv1", "first trained layer group; earlier groups are frozen (conv1..conv5, fc6, fc7, fc8)")
-	fs.BoolVar(&cfg.CacheFeatures, "cache-features", false, "compute frozen layers once and keep them on disk (needs --train-from fc6 or later; mirror is the only augmentation)")
-	fs.StringVar(&cfg.FeatureCacheDir, "feature-cache", "", "folder for cached features, shared between runs (default OUT/features)")
-	fs.BoolVar(&cfg.Balanced, "balanced", false, "class-balanced sampling")
-	fs.IntVar(&cfg.Patience, "patience", 0, "stop after this many epochs without a better val macro-F1 (0 = never)")
-	fs.IntVar(&cfg.Workers, "workers", 2, "image decoding goroutines")
-	var fields pathList
-	fs.Var(&fields, "field", "a folder of samples kept on a device (leafwatchd samples export, finetune pull); repeat for several")
-	fs.Float64Var(&cfg.FieldShare, "field-share", 0.25, "share of every batch drawn from the field samples (0: mixed in like any image)")
-	fieldVal := fs.Float64("field-val", 0.25, "share of the field samples that validate (whole camera-days)")
-	reject := fs.Bool("reject-class", false, "train not_a_leaf (field samples labelled \"not a leaf\") as a class of its own")
-	engine := fs.String("engine", "auto", "auto (CUDA when built with it and a GPU is present), cpu or cuda")
-	cudaLibs := fs.String("cuda-libs", "", "folders (colon-separated) to take cuBLAS and NVRTC from; default: the newest CUDA the driver runs, searched")
+	f := defineTrainFlags(fs, &cfg)
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("train: unexpected argument %q (flags start with --)", fs.Arg(0))
@@ -95,8 +65,8 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 		opt *train.SGD
 		st  *train.State
 	)
-	if *resume != "" {
-		mm, o, s, err := train.LoadState(*resume)
+	if *f.resume != "" {
+		mm, o, s, err := train.LoadState(*f.resume)
 		if err != nil {
 			return err
 		}
@@ -107,79 +77,20 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 			return err
 		}
 		if cfg.Out == "" {
-			cfg.Out = filepath.Dir(*resume)
+			cfg.Out = filepath.Dir(*f.resume)
 		}
 	}
-	cfg.Engine = *engine
-	if *cudaLibs != "" {
-		gpu.SetLibraryDirs(strings.Split(*cudaLibs, ":"))
+	if err := f.complete(fs, &cfg, log); err != nil {
+		return err
 	}
-	if cfg.Data == "" || cfg.Out == "" {
-		return errors.New("train: --data and --out are required")
-	}
-	// Saved as absolute paths, so a resume works from any folder.
-	for _, p := range []*string{&cfg.Data, base, &cfg.FeatureCacheDir} {
-		if *p != "" {
-			if abs, err := filepath.Abs(*p); err == nil {
-				*p = abs
-			}
-		}
-	}
-	for i, p := range fields {
-		if abs, err := filepath.Abs(p); err == nil {
-			fields[i] = abs
-		}
-	}
-	cfg.Schedule = train.Schedule{Kind: *sched, Base: *lr, StepEvery: *stepEvery, Gamma: *gamma, Epochs: float64(cfg.Epochs), Warmup: *warmup}
-	cfg.ResetPenultimate = !*keepPen
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	cfg.Flags = map[string]string{}
-	for _, name := range recordedFlags {
-		cfg.Flags[name] = fs.Lookup(name).Value.String()
-	}
-	cfg.Progress, cfg.Terminal, cfg.Log = os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), log
-	ds, err := train.LoadFolder(cfg.Data, cfg.ValFrac, cfg.Seed)
+	ds, err := f.dataset(cfg, log)
 	if err != nil {
 		return err
 	}
-	for _, s := range ds.Skipped {
-		log.Warn("skipping", "file", s)
-	}
-	if len(fields) > 0 {
-		info, err := train.AddField(ds, train.FieldOptions{Dirs: fields, ValFrac: *fieldVal, RejectClass: *reject, Seed: cfg.Seed})
-		if err != nil {
-			return err
-		}
-		logField(log, info, *reject)
-	}
-	log.Info("dataset", "classes", len(ds.Classes), "train", len(ds.Train), "val", len(ds.Val), "test", len(ds.Test), "skipped", len(ds.Skipped))
 	if st != nil {
 		log.Info("resuming", "epoch", st.Epoch+1, "step", st.Step, "train_from", cfg.TrainFrom, "epochs", cfg.Epochs)
-	} else {
-		var src *model.Model
-		if *base != "" {
-			if src, err = model.Load(*base); err != nil {
-				return err
-			}
-			if given["variant"] && string(src.Spec.Variant) != *variant {
-				return fmt.Errorf("--base is a %s checkpoint but --variant says %s: drop --variant or import the right weights", src.Spec.Variant, *variant)
-			}
-		} else {
-			v, err := model.ParseVariant(*variant)
-			if err != nil {
-				return err
-			}
-			log.Warn("no --base given: starting from random weights; fine-tuning from ImageNet weights (finetune import) is far better")
-			if src, err = model.NewRandom(v, 1000, cfg.Seed); err != nil {
-				return err
-			}
-		}
-		if m, err = model.ReplaceHead(src, ds.Classes, cfg.ResetPenultimate, rand.New(rand.NewPCG(cfg.Seed, 0x4ead))); err != nil {
-			return err
-		}
-		opt = train.NewSGD(m, float32(cfg.Momentum), float32(cfg.WeightDecay))
+	} else if m, opt, err = f.startModel(cfg, ds, given, log); err != nil {
+		return err
 	}
 	tr, err := train.NewTrainer(cfg, ds, m, opt, st)
 	if err != nil {
@@ -198,6 +109,142 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 	if _, err := bundle.WriteManifest(best, "", evaluation(res)); err != nil {
 		return fmt.Errorf("manifest of %s: %w", best, err)
 	}
+	printTrainResult(res, best)
+	return nil
+}
+
+// trainFlags are train's flags that are not fields of train.Config.
+type trainFlags struct {
+	base, variant, resume, sched, engine, cudaLibs *string
+	keepPen, reject                                *bool
+	lr, stepEvery, gamma, warmup, fieldVal         *float64
+	fields                                         pathList
+}
+
+// defineTrainFlags declares train's flags, into cfg where they are its
+// fields.
+func defineTrainFlags(fs *flag.FlagSet, cfg *train.Config) *trainFlags {
+	f := &trainFlags{}
+	fs.StringVar(&cfg.Data, "data", "", "image folder: one sub-folder per class, or train/ and val/")
+	fs.StringVar(&cfg.Out, "out", "", "output folder (checkpoints, logs, reports); with --resume, default the state file's folder")
+	f.base = fs.String("base", "", "checkpoint with ImageNet weights (from finetune import); empty = random initialisation")
+	f.variant = fs.String("variant", "torchvision", "variant for random initialisation (torchvision, bvlc)")
+	f.resume = fs.String("resume", "", "training-state file to continue (OUT/state.safetensors); the run's settings come from it")
+	f.keepPen = fs.Bool("keep-penultimate", false, "keep fc7's weights (the PlantVillage paper) instead of resetting them")
+	fs.Float64Var(&cfg.ValFrac, "val", 0.2, "validation fraction when DATA has no train/ and val/")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "random seed: same seed, same run")
+	fs.IntVar(&cfg.Epochs, "epochs", 30, "epochs (may be raised on --resume to extend a run)")
+	fs.IntVar(&cfg.BatchSize, "batch", 16, "batch size")
+	f.sched = fs.String("schedule", "step", "learning-rate schedule: step, cosine (spans --epochs), constant")
+	f.lr = fs.Float64("lr", 0.005, "base learning rate")
+	f.stepEvery = fs.Float64("step-every", 10, "step schedule: epochs between drops")
+	f.gamma = fs.Float64("gamma", 0.1, "step schedule: factor per drop")
+	f.warmup = fs.Float64("warmup", 0, "epochs of linear warmup")
+	fs.Float64Var(&cfg.Momentum, "momentum", 0.9, "SGD momentum")
+	fs.Float64Var(&cfg.WeightDecay, "weight-decay", 5e-4, "L2 weight decay (weights only, not biases)")
+	fs.Float64Var(&cfg.NewLayerLRMult, "new-layer-lr-mult", 10, "learning-rate multiplier for the replaced layers")
+	fs.StringVar(&cfg.TrainFrom, "train-from", "conv1", "first trained layer group; earlier groups are frozen (conv1..conv5, fc6, fc7, fc8)")
+	fs.BoolVar(&cfg.CacheFeatures, "cache-features", false, "compute frozen layers once and keep them on disk (needs --train-from fc6 or later; mirror is the only augmentation)")
+	fs.StringVar(&cfg.FeatureCacheDir, "feature-cache", "", "folder for cached features, shared between runs (default OUT/features)")
+	fs.BoolVar(&cfg.Balanced, "balanced", false, "class-balanced sampling")
+	fs.IntVar(&cfg.Patience, "patience", 0, "stop after this many epochs without a better val macro-F1 (0 = never)")
+	fs.IntVar(&cfg.Workers, "workers", 2, "image decoding goroutines")
+	fs.Var(&f.fields, "field", "a folder of samples kept on a device (leafwatchd samples export, finetune pull); repeat for several")
+	fs.Float64Var(&cfg.FieldShare, "field-share", 0.25, "share of every batch drawn from the field samples (0: mixed in like any image)")
+	f.fieldVal = fs.Float64("field-val", 0.25, "share of the field samples that validate (whole camera-days)")
+	f.reject = fs.Bool("reject-class", false, "train not_a_leaf (field samples labelled \"not a leaf\") as a class of its own")
+	f.engine = fs.String("engine", "auto", "auto (CUDA when built with it and a GPU is present), cpu or cuda")
+	f.cudaLibs = fs.String("cuda-libs", "", "folders (colon-separated) to take cuBLAS and NVRTC from; default: the newest CUDA the driver runs, searched")
+	return f
+}
+
+// complete fills the rest of cfg from the flags (after a resume restored
+// them) and validates it.
+func (f *trainFlags) complete(fs *flag.FlagSet, cfg *train.Config, log *slog.Logger) error {
+	cfg.Engine = *f.engine
+	if *f.cudaLibs != "" {
+		gpu.SetLibraryDirs(strings.Split(*f.cudaLibs, ":"))
+	}
+	if cfg.Data == "" || cfg.Out == "" {
+		return errors.New("train: --data and --out are required")
+	}
+	// Saved as absolute paths, so a resume works from any folder.
+	for _, p := range []*string{&cfg.Data, f.base, &cfg.FeatureCacheDir} {
+		if *p != "" {
+			if abs, err := filepath.Abs(*p); err == nil {
+				*p = abs
+			}
+		}
+	}
+	for i, p := range f.fields {
+		if abs, err := filepath.Abs(p); err == nil {
+			f.fields[i] = abs
+		}
+	}
+	cfg.Schedule = train.Schedule{Kind: *f.sched, Base: *f.lr, StepEvery: *f.stepEvery, Gamma: *f.gamma, Epochs: float64(cfg.Epochs), Warmup: *f.warmup}
+	cfg.ResetPenultimate = !*f.keepPen
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	cfg.Flags = map[string]string{}
+	for _, name := range recordedFlags {
+		cfg.Flags[name] = fs.Lookup(name).Value.String()
+	}
+	cfg.Progress, cfg.Terminal, cfg.Log = os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), log
+	return nil
+}
+
+// dataset loads --data and the --field folders.
+func (f *trainFlags) dataset(cfg train.Config, log *slog.Logger) (*train.Dataset, error) {
+	ds, err := train.LoadFolder(cfg.Data, cfg.ValFrac, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range ds.Skipped {
+		log.Warn("skipping", "file", s)
+	}
+	if len(f.fields) > 0 {
+		info, err := train.AddField(ds, train.FieldOptions{Dirs: f.fields, ValFrac: *f.fieldVal, RejectClass: *f.reject, Seed: cfg.Seed})
+		if err != nil {
+			return nil, err
+		}
+		logField(log, info, *f.reject)
+	}
+	log.Info("dataset", "classes", len(ds.Classes), "train", len(ds.Train), "val", len(ds.Val), "test", len(ds.Test), "skipped", len(ds.Skipped))
+	return ds, nil
+}
+
+// startModel is a new run's model: --base (or random weights) with a head
+// for the dataset's classes, and its optimizer.
+func (f *trainFlags) startModel(cfg train.Config, ds *train.Dataset, given map[string]bool, log *slog.Logger) (*model.Model, *train.SGD, error) {
+	var src *model.Model
+	var err error
+	if *f.base != "" {
+		if src, err = model.Load(*f.base); err != nil {
+			return nil, nil, err
+		}
+		if given["variant"] && string(src.Spec.Variant) != *f.variant {
+			return nil, nil, fmt.Errorf("--base is a %s checkpoint but --variant says %s: drop --variant or import the right weights", src.Spec.Variant, *f.variant)
+		}
+	} else {
+		v, err := model.ParseVariant(*f.variant)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Warn("no --base given: starting from random weights; fine-tuning from ImageNet weights (finetune import) is far better")
+		if src, err = model.NewRandom(v, 1000, cfg.Seed); err != nil {
+			return nil, nil, err
+		}
+	}
+	m, err := model.ReplaceHead(src, ds.Classes, cfg.ResetPenultimate, rand.New(rand.NewPCG(cfg.Seed, 0x4ead)))
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, train.NewSGD(m, float32(cfg.Momentum), float32(cfg.WeightDecay)), nil
+}
+
+// printTrainResult says what the run achieved, per source.
+func printTrainResult(res *train.Result, best string) {
 	fmt.Printf("best epoch %d: val accuracy %.4f, macro-F1 %.4f → %s (manifest beside it; finetune sign adds the signature)\n", res.BestEpoch, res.Best.Accuracy, res.Best.MacroF1, best)
 	if f := res.BySource[train.SourceField]; f.Total > 0 {
 		fmt.Printf("  plantvillage validation: accuracy %.4f (%d images); field validation: accuracy %.4f (%d samples)\n",
@@ -210,7 +257,6 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger) error {
 		}
 		fmt.Println()
 	}
-	return nil
 }
 
 // evaluation is the run's accuracy per source of images, for the manifest.
