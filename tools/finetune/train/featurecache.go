@@ -184,127 +184,190 @@ func removeStaleCaches(dir, keep string, t *Trainer) {
 // computeFeatures writes the features into partial, continuing what an
 // earlier, interrupted run left there.
 func (t *Trainer) computeFeatures(ctx context.Context, fc *featureCache, hdr featureHeader, partial string) error {
-	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE, 0o644)
+	f, doneTrain, doneVal, err := openPartialCache(fc, hdr, partial)
 	if err != nil {
-		return fmt.Errorf("feature cache: %w", err)
+		return err
 	}
 	defer f.Close()
-	doneTrain, doneVal := 0, 0
+	todo := 2*(fc.nTrain-doneTrain) + fc.nVal - doneVal
+	t.log.Info("computing the frozen layers' features once; they are kept for later runs and resumes",
+		"file", partial, "layer", t.from, "forward_passes", todo, "already_done", 2*doneTrain+doneVal, "MB", fc.size()>>20)
+	bs := t.cfg.BatchSize
+	cw := &cacheWriter{f: f, w: bufio.NewWriterSize(f, 1<<20), fc: fc, partial: partial,
+		prog: newProgress(t.cfg.Progress, t.cfg.Terminal, (fc.nTrain-doneTrain+bs-1)/bs+(fc.nVal-doneVal+bs-1)/bs, "caching features")}
+	start := time.Now()
+	if err := t.cacheTrain(ctx, cw, doneTrain); err != nil {
+		return cw.stop(err)
+	}
+	if err := t.cacheVal(ctx, cw, doneVal); err != nil {
+		return cw.stop(err)
+	}
+	if ctx.Err() != nil {
+		return cw.stop(nil)
+	}
+	cw.prog.done()
+	if err := cw.w.Flush(); err != nil {
+		return fmt.Errorf("feature cache: %w", err)
+	}
+	if got, err := fileSize(f); err != nil || got != fc.size() {
+		return fmt.Errorf("feature cache: wrote %d bytes, want %d (%v)", got, fc.size(), err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("feature cache: %w", err)
+	}
+	t.log.Info("features cached", "forward_passes", todo, "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+	return nil
+}
+
+// openPartialCache opens (or starts) the partial cache file and says how
+// many training images (both crops) and validation images it holds: a
+// file of the same header is continued, anything else started over. The
+// file is positioned after the records kept, with room checked for the
+// rest.
+func openPartialCache(fc *featureCache, hdr featureHeader, partial string) (f *os.File, doneTrain, doneVal int, err error) {
+	f, err = os.OpenFile(partial, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("feature cache: %w", err)
+	}
+	fail := func(err error) (*os.File, int, int, error) {
+		f.Close()
+		return nil, 0, 0, err
+	}
 	if err := fc.adopt(f, hdr, false); err == nil {
-		st, err := f.Stat()
+		size, err := fileSize(f)
 		if err != nil {
-			return err
+			return fail(err)
 		}
-		recs := int((st.Size() - featureHdrSize) / fc.recBytes())
+		recs := int((size - featureHdrSize) / fc.recBytes())
 		doneTrain = min(recs/2, fc.nTrain)
 		if doneTrain == fc.nTrain {
 			doneVal = min(recs-2*fc.nTrain, fc.nVal)
 		}
 	} else {
 		if err := f.Truncate(0); err != nil {
-			return fmt.Errorf("feature cache: %w", err)
+			return fail(fmt.Errorf("feature cache: %w", err))
 		}
 		if _, err := f.WriteAt(headerBytes(hdr), 0); err != nil {
-			return fmt.Errorf("feature cache: %w", err)
+			return fail(fmt.Errorf("feature cache: %w", err))
 		}
 	}
 	end := featureHdrSize + int64(2*doneTrain+doneVal)*fc.recBytes()
 	if err := f.Truncate(end); err != nil {
-		return fmt.Errorf("feature cache: %w", err)
+		return fail(fmt.Errorf("feature cache: %w", err))
 	}
 	if _, err := f.Seek(end, io.SeekStart); err != nil {
-		return err
+		return fail(err)
 	}
 	if err := checkFreeSpace(filepath.Dir(partial), fc.size()-end); err != nil {
+		return fail(err)
+	}
+	return f, doneTrain, doneVal, nil
+}
+
+// cacheWriter appends feature records to the partial cache file.
+type cacheWriter struct {
+	f       *os.File
+	w       *bufio.Writer
+	fc      *featureCache
+	partial string
+	prog    *progress
+	batches int
+}
+
+// stop ends caching early: what was computed is flushed (and kept for the
+// next run); err is returned as it is, and a nil err (the context ended)
+// becomes an Interrupted saying how far caching got.
+func (cw *cacheWriter) stop(err error) error {
+	cw.prog.done()
+	if ferr := cw.w.Flush(); ferr != nil {
+		return fmt.Errorf("feature cache: %w", ferr)
+	}
+	if err != nil {
 		return err
 	}
-	todo := 2*(fc.nTrain-doneTrain) + fc.nVal - doneVal
-	t.log.Info("computing the frozen layers' features once; they are kept for later runs and resumes",
-		"file", partial, "layer", t.from, "forward_passes", todo, "already_done", 2*doneTrain+doneVal, "MB", fc.size()>>20)
-	w := bufio.NewWriterSize(f, 1<<20)
-	bs := t.cfg.BatchSize
-	prog := newProgress(t.cfg.Progress, t.cfg.Terminal, (fc.nTrain-doneTrain+bs-1)/bs+(fc.nVal-doneVal+bs-1)/bs, "caching features")
-	start, nb := time.Now(), 0
-	interrupted := func(err error) error {
-		prog.done()
-		if ferr := w.Flush(); ferr != nil {
-			return fmt.Errorf("feature cache: %w", ferr)
-		}
-		if err != nil {
-			return err
-		}
-		recs := int((mustSize(f) - featureHdrSize) / fc.recBytes())
-		return &Interrupted{Detail: fmt.Sprintf("while caching features (%d of %d forward passes done, kept in %s)", recs, 2*fc.nTrain+fc.nVal, partial)}
+	size, serr := fileSize(cw.f)
+	if serr != nil {
+		return fmt.Errorf("feature cache: %w", serr)
 	}
-	order := identity(fc.nTrain)
+	recs := int((size - featureHdrSize) / cw.fc.recBytes())
+	return &Interrupted{Detail: fmt.Sprintf("while caching features (%d of %d forward passes done, kept in %s)", recs, 2*cw.fc.nTrain+cw.fc.nVal, cw.partial)}
+}
+
+// batchDone counts a batch written.
+func (cw *cacheWriter) batchDone() {
+	cw.batches++
+	cw.prog.set(cw.batches)
+}
+
+// cacheTrain writes the training images' features from doneTrain on: the
+// centre crop and its mirror, one record each. It returns nil when the
+// context ends (the caller says so).
+func (t *Trainer) cacheTrain(ctx context.Context, cw *cacheWriter, doneTrain int) error {
+	fl, bs := cw.fc.fl, t.cfg.BatchSize
+	order := identity(cw.fc.nTrain)
 	a := t.aug
 	a.Random, a.Mirror = false, false
 	am := a
 	am.Mirror = true
 	bctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the decoders when an error returns early
 	centre := batches(bctx, t.data.Train, order, doneTrain, bs, t.cfg.Workers, a, 0, 0)
 	mirror := batches(bctx, t.data.Train, order, doneTrain, bs, t.cfg.Workers, am, 0, 0)
+	defer func() {
+		for range mirror { // its decoders end once cancelled
+		}
+	}()
+	defer cancel() // first: ends the decoders when an error returns early
 	var kept []float32
 	for b := range centre {
 		bm, ok := <-mirror
 		if !ok || ctx.Err() != nil {
-			break
+			return nil
 		}
 		if len(b.bad) > 0 || len(bm.bad) > 0 {
-			return interrupted(fmt.Errorf("feature cache: %s — fix or remove the file and run again", append(b.bad, bm.bad...)[0]))
+			return fmt.Errorf("feature cache: %s — fix or remove the file and run again", append(b.bad, bm.bad...)[0])
 		}
 		fcen, err := t.features(b.x, len(b.labels))
 		if err != nil {
-			return interrupted(err)
+			return err
 		}
-		kept = append(kept[:0], fcen[:len(b.labels)*fc.fl]...) // the engine reuses its output buffer
-		fcen = kept
+		kept = append(kept[:0], fcen[:len(b.labels)*fl]...) // the engine reuses its output buffer
 		fmir, err := t.features(bm.x, len(bm.labels))
 		if err != nil {
-			return interrupted(err)
+			return err
 		}
 		for i := range b.labels {
-			writeFloats(w, fcen[i*fc.fl:(i+1)*fc.fl])
-			writeFloats(w, fmir[i*fc.fl:(i+1)*fc.fl])
+			writeFloats(cw.w, kept[i*fl:(i+1)*fl])
+			writeFloats(cw.w, fmir[i*fl:(i+1)*fl])
 		}
-		nb++
-		prog.set(nb)
+		cw.batchDone()
 		if afterCacheBatch != nil {
-			afterCacheBatch(nb)
+			afterCacheBatch(cw.batches)
 		}
 	}
-	for range mirror {
-	}
+	return nil
+}
+
+// cacheVal writes the validation images' features (centre crop) from
+// doneVal on; nothing once the context has ended.
+func (t *Trainer) cacheVal(ctx context.Context, cw *cacheWriter, doneVal int) error {
 	if ctx.Err() != nil {
-		return interrupted(nil)
+		return nil
 	}
-	for b := range batches(bctx, t.data.Val, identity(fc.nVal), doneVal, bs, t.cfg.Workers, a, 0, 0) {
+	a := t.aug
+	a.Random, a.Mirror = false, false
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for b := range batches(bctx, t.data.Val, identity(cw.fc.nVal), doneVal, t.cfg.BatchSize, t.cfg.Workers, a, 0, 0) {
 		if len(b.bad) > 0 {
-			return interrupted(fmt.Errorf("feature cache: %s — fix or remove the file and run again", b.bad[0]))
+			return fmt.Errorf("feature cache: %s — fix or remove the file and run again", b.bad[0])
 		}
 		fv, err := t.features(b.x, len(b.labels))
 		if err != nil {
-			return interrupted(err)
+			return err
 		}
-		writeFloats(w, fv[:len(b.labels)*fc.fl])
-		nb++
-		prog.set(nb)
+		writeFloats(cw.w, fv[:len(b.labels)*cw.fc.fl])
+		cw.batchDone()
 	}
-	if ctx.Err() != nil {
-		return interrupted(nil)
-	}
-	prog.done()
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("feature cache: %w", err)
-	}
-	if got := mustSize(f); got != fc.size() {
-		return fmt.Errorf("feature cache: wrote %d bytes, want %d", got, fc.size())
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("feature cache: %w", err)
-	}
-	t.log.Info("features cached", "forward_passes", todo, "seconds", time.Since(start).Round(time.Millisecond).Seconds())
 	return nil
 }
 
@@ -336,12 +399,13 @@ func writeFloats(w *bufio.Writer, v []float32) {
 	w.Write(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), len(v)*4))
 }
 
-func mustSize(f *os.File) int64 {
+// fileSize is an open file's size.
+func fileSize(f *os.File) (int64, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return -1
+		return 0, err
 	}
-	return st.Size()
+	return st.Size(), nil
 }
 
 // checkFreeSpace refuses to start a cache the disk cannot hold.
