@@ -352,29 +352,7 @@ func (c *Config) validate(root *yaml.Node) []string {
 	if c.TopK < 1 || c.TopK > 100 {
 		add(fmt.Sprintf("%d: use 1..100 (more than the model's classes lists them all)", c.TopK), "top_k")
 	}
-	embeddedErr := error(nil)
-	if c.Broker == "embedded" {
-		if embeddedErr = c.Embedded.Validate(); embeddedErr != nil {
-			add(embeddedErr.Error(), "embedded_broker")
-		}
-	}
-	if err := c.MQTT.Validate(); err != nil {
-		each := []error{err}
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			each = j.Unwrap()
-		}
-		for _, e := range each {
-			var be *mqtt.BrokerError
-			switch {
-			case !errors.As(e, &be):
-				add(e.Error(), "mqtt")
-			case c.Broker != "embedded":
-				add(e.Error(), "broker")
-			case embeddedErr == nil: // else already said of the address
-				add(e.Error(), "embedded_broker")
-			}
-		}
-	}
+	c.validateBroker(add)
 	if c.OutboxMB < 1 {
 		add("must be at least 1", "outbox_mb")
 	}
@@ -415,6 +393,35 @@ func (c *Config) validate(root *yaml.Node) []string {
 	}
 	c.validateCameras(add)
 	return probs
+}
+
+// validateBroker checks the broker settings, saying each problem of the
+// broker address once under the key the user wrote it in (broker or
+// embedded_broker).
+func (c *Config) validateBroker(add func(msg string, path ...string)) {
+	embeddedErr := error(nil)
+	if c.Broker == "embedded" {
+		if embeddedErr = c.Embedded.Validate(); embeddedErr != nil {
+			add(embeddedErr.Error(), "embedded_broker")
+		}
+	}
+	if err := c.MQTT.Validate(); err != nil {
+		each := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			each = j.Unwrap()
+		}
+		for _, e := range each {
+			var be *mqtt.BrokerError
+			switch {
+			case !errors.As(e, &be):
+				add(e.Error(), "mqtt")
+			case c.Broker != "embedded":
+				add(e.Error(), "broker")
+			case embeddedErr == nil: // else already said of the address
+				add(e.Error(), "embedded_broker")
+			}
+		}
+	}
 }
 
 // validateCameras checks each camera's settings.

@@ -339,51 +339,10 @@ func (c *Camera) readLoop(ctx context.Context, r reader, reconnect bool) error {
 	// end of the sleep, so pacing never counts as a stall.
 	var lastFrame atomic.Int64
 	lastFrame.Store(c.mono())
-	interval := c.interval(r)
 	c.readers.Add(1)
 	go func() {
 		defer c.readers.Done()
-		buf := gocv.NewMat()
-		defer buf.Close()
-		oriented := gocv.NewMat()
-		defer oriented.Close()
-		first := true
-		var next, lastPub int64 // monotonic
-		for !stop.Load() {
-			if err := r.Read(&buf); err != nil {
-				errCh <- err
-				break
-			}
-			now := c.mono()
-			lastFrame.Store(now)
-			if interval > 0 && !r.Pulled() && !first && now-lastPub < int64(interval) {
-				continue // a stream faster than fps: keep reading, keep the newest
-			}
-			out := &buf
-			if c.spec.orientInGo() {
-				orient(buf, &oriented, c.spec)
-				out = &oriented
-			}
-			if !stop.Load() {
-				c.publish(out, time.Now(), first, reconnect)
-				first, lastPub = false, now
-			}
-			if interval > 0 && r.Pulled() {
-				if next == 0 {
-					next = now
-				}
-				next += int64(interval)
-				if d := time.Duration(next - c.mono()); d > 0 {
-					lastFrame.Store(next)
-					time.Sleep(d)
-				} else {
-					next = c.mono()
-				}
-			}
-		}
-		// Only this goroutine touches r after open: close it here so a read
-		// that returns late never races with Close.
-		r.Close()
+		c.readFrames(r, reconnect, &stop, &lastFrame, errCh)
 	}()
 	tick := time.NewTicker(min(c.spec.ReadTimeout/4, 250*time.Millisecond))
 	defer tick.Stop()
@@ -412,6 +371,54 @@ func (c *Camera) readLoop(ctx context.Context, r reader, reconnect bool) error {
 			}
 		}
 	}
+}
+
+// readFrames reads until stop is set or a read fails (the error goes to
+// errCh), publishing frames at the source's pace: a stream faster than
+// fps keeps only the newest, a pulled source (files, folders) sleeps
+// between frames. It is the only goroutine that touches r after open, and
+// closes it, so a read that returns late never races with Close.
+func (c *Camera) readFrames(r reader, reconnect bool, stop *atomic.Bool, lastFrame *atomic.Int64, errCh chan<- error) {
+	interval := c.interval(r)
+	buf := gocv.NewMat()
+	defer buf.Close()
+	oriented := gocv.NewMat()
+	defer oriented.Close()
+	first := true
+	var next, lastPub int64 // monotonic
+	for !stop.Load() {
+		if err := r.Read(&buf); err != nil {
+			errCh <- err
+			break
+		}
+		now := c.mono()
+		lastFrame.Store(now)
+		if interval > 0 && !r.Pulled() && !first && now-lastPub < int64(interval) {
+			continue // a stream faster than fps: keep reading, keep the newest
+		}
+		out := &buf
+		if c.spec.orientInGo() {
+			orient(buf, &oriented, c.spec)
+			out = &oriented
+		}
+		if !stop.Load() {
+			c.publish(out, time.Now(), first, reconnect)
+			first, lastPub = false, now
+		}
+		if interval > 0 && r.Pulled() {
+			if next == 0 {
+				next = now
+			}
+			next += int64(interval)
+			if d := time.Duration(next - c.mono()); d > 0 {
+				lastFrame.Store(next)
+				time.Sleep(d)
+			} else {
+				next = c.mono()
+			}
+		}
+	}
+	r.Close()
 }
 
 // interval is the time between frames that fps asks for; video files

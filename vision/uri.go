@@ -70,17 +70,8 @@ func ParseSource(raw string) (SourceSpec, error) {
 	if raw == "" {
 		return s, fmt.Errorf("source is empty")
 	}
-
 	if rest, ok := strings.CutPrefix(raw, "gst://"); ok {
-		// A pipeline holds '!' and '=' freely: no query parsing.
-		s.Kind, s.Target = KindGst, strings.TrimSpace(rest)
-		if s.Target == "" {
-			return s, fmt.Errorf("source %q: empty GStreamer pipeline", raw)
-		}
-		if !strings.Contains(s.Target, "appsink") {
-			s.Target += " ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
-		}
-		return s, nil
+		return s, s.parseGst(raw, rest)
 	}
 	if !strings.Contains(raw, "://") {
 		// A bare path: a folder of images or a video file.
@@ -103,53 +94,16 @@ func ParseSource(raw string) (SourceSpec, error) {
 		}
 		s.Target = id
 	case "v4l2":
-		s.Kind = KindV4L2
-		s.Target = u.Path
-		if s.Target == "" {
-			s.Target = "/dev/video0"
-		}
-		s.Backend = q.Get("backend")
-		if s.Backend == "" {
-			s.Backend = "gstreamer"
-		}
-		if s.Backend != "gstreamer" && s.Backend != "v4l2" {
-			return s, fmt.Errorf("source %q: backend must be gstreamer or v4l2", s.Display)
-		}
-		q.Del("backend")
-		s.Format, s.Decoder = "raw", "auto"
-		if v := q.Get("format"); v != "" {
-			s.Format = v
-		}
-		if v := q.Get("decoder"); v != "" {
-			s.Decoder = v
-		}
-		q.Del("format")
-		q.Del("decoder")
-		switch {
-		case s.Format != "raw" && s.Format != "mjpeg":
-			return s, fmt.Errorf("source %q: format must be raw or mjpeg", s.Display)
-		case s.Decoder != "auto" && s.Decoder != "hw" && s.Decoder != "sw":
-			return s, fmt.Errorf("source %q: decoder must be auto, hw (Jetson nvv4l2decoder) or sw (jpegdec)", s.Display)
-		case s.Format == "mjpeg" && s.Backend != "gstreamer":
-			return s, fmt.Errorf("source %q: format=mjpeg needs the gstreamer backend (OpenCV's v4l2 backend decodes by itself)", s.Display)
+		if err := s.parseV4L2(u, q); err != nil {
+			return s, err
 		}
 	case "rtsp", "rtsps":
 		s.Kind, s.Target = KindRTSP, stripQuery(u, q)
 	case "http", "https":
 		s.Kind, s.Target = KindHTTP, stripQuery(u, q)
 	case "file", "folder":
-		p := u.Path
-		if u.Host != "" && u.Host != "localhost" {
-			p = u.Host + p // file://relative/path
-		}
-		if p == "" {
-			return s, fmt.Errorf("source %q: no path", s.Display)
-		}
-		s.Target = p
-		if st, err := os.Stat(p); err == nil && st.IsDir() || u.Scheme == "folder" {
-			s.Kind = KindFolder
-		} else {
-			s.Kind = KindFile
+		if err := s.parseFile(u); err != nil {
+			return s, err
 		}
 	default:
 		return s, fmt.Errorf("source %q: unknown scheme %q (use csi, v4l2, rtsp, http, https, file, folder or gst)", s.Display, u.Scheme)
@@ -163,6 +117,74 @@ func ParseSource(raw string) (SourceSpec, error) {
 		s.FPS = 1
 	}
 	return s, nil
+}
+
+// parseGst takes a gst:// pipeline (it holds '!' and '=' freely: no
+// query parsing), ending it in an appsink if it has none.
+func (s *SourceSpec) parseGst(raw, rest string) error {
+	s.Kind, s.Target = KindGst, strings.TrimSpace(rest)
+	if s.Target == "" {
+		return fmt.Errorf("source %q: empty GStreamer pipeline", raw)
+	}
+	if !strings.Contains(s.Target, "appsink") {
+		s.Target += " ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+	}
+	return nil
+}
+
+// parseV4L2 takes a v4l2:// device with its backend, format and decoder
+// options (removed from q).
+func (s *SourceSpec) parseV4L2(u *url.URL, q url.Values) error {
+	s.Kind = KindV4L2
+	s.Target = u.Path
+	if s.Target == "" {
+		s.Target = "/dev/video0"
+	}
+	s.Backend = q.Get("backend")
+	if s.Backend == "" {
+		s.Backend = "gstreamer"
+	}
+	if s.Backend != "gstreamer" && s.Backend != "v4l2" {
+		return fmt.Errorf("source %q: backend must be gstreamer or v4l2", s.Display)
+	}
+	q.Del("backend")
+	s.Format, s.Decoder = "raw", "auto"
+	if v := q.Get("format"); v != "" {
+		s.Format = v
+	}
+	if v := q.Get("decoder"); v != "" {
+		s.Decoder = v
+	}
+	q.Del("format")
+	q.Del("decoder")
+	switch {
+	case s.Format != "raw" && s.Format != "mjpeg":
+		return fmt.Errorf("source %q: format must be raw or mjpeg", s.Display)
+	case s.Decoder != "auto" && s.Decoder != "hw" && s.Decoder != "sw":
+		return fmt.Errorf("source %q: decoder must be auto, hw (Jetson nvv4l2decoder) or sw (jpegdec)", s.Display)
+	case s.Format == "mjpeg" && s.Backend != "gstreamer":
+		return fmt.Errorf("source %q: format=mjpeg needs the gstreamer backend (OpenCV's v4l2 backend decodes by itself)", s.Display)
+	}
+	return nil
+}
+
+// parseFile takes a file:// or folder:// path: a folder of images or a
+// video file.
+func (s *SourceSpec) parseFile(u *url.URL) error {
+	p := u.Path
+	if u.Host != "" && u.Host != "localhost" {
+		p = u.Host + p // file://relative/path
+	}
+	if p == "" {
+		return fmt.Errorf("source %q: no path", s.Display)
+	}
+	s.Target = p
+	if st, err := os.Stat(p); err == nil && st.IsDir() || u.Scheme == "folder" {
+		s.Kind = KindFolder
+	} else {
+		s.Kind = KindFile
+	}
+	return nil
 }
 
 func absPath(p string) string {
