@@ -41,15 +41,9 @@ func (u *Updater) update(ctx context.Context, force bool) error {
 		u.publish(st, true)
 		return nil
 	}
-	s, err := a.Bundle()
-	if err == nil {
-		var id string
-		if id, err = s.Verify(u.ring, u.opt.Config.AllowUnsigned); err == nil {
-			u.log.Info("model announced", "version", a.Version, "key", id, "url", a.URL, "size_mb", a.Size>>20)
-		}
-	}
+	s, err := u.verify(a)
 	if err != nil {
-		return u.refuse(st, fmt.Errorf("announcement of %s: %w", a.Version, err), "", false)
+		return u.refuse(st, err, "", false)
 	}
 	st.ReleaseSummary = s.Manifest.Summary
 	if !u.opt.Config.AutoInstall && !force {
@@ -77,13 +71,7 @@ func (u *Updater) update(ctx context.Context, force bool) error {
 	}
 	st.State = StateEvaluating
 	u.publish(st, true)
-	ex, err := u.opt.Host.Examples(ctx)
-	if err != nil {
-		cand.Close()
-		return u.fail(st, fmt.Errorf("the labelled samples cannot be read: %w", err))
-	}
-	set, ex := choose(ex, u.opt.Config.MinSamples, serving.Labels(), cand.Labels())
-	acc, err := compare(ctx, u.opt.Config, ex, set, serving, cand)
+	acc, err := u.compare(ctx, serving, cand)
 	if err != nil {
 		cand.Close()
 		return u.fail(st, err)
@@ -103,6 +91,32 @@ func (u *Updater) update(ctx context.Context, force bool) error {
 	u.log.Info("model installed", "version", a.Version, "previous", servingVersion)
 	u.publish(st, true)
 	return nil
+}
+
+// verify checks the announcement against its manifest and the manifest's
+// signature against the trusted keys, before anything is downloaded.
+func (u *Updater) verify(a *Announcement) (bundle.Signed, error) {
+	s, err := a.Bundle()
+	if err != nil {
+		return s, fmt.Errorf("announcement of %s: %w", a.Version, err)
+	}
+	id, err := s.Verify(u.ring, u.opt.Config.AllowUnsigned)
+	if err != nil {
+		return s, fmt.Errorf("announcement of %s: %w", a.Version, err)
+	}
+	u.log.Info("model announced", "version", a.Version, "key", id, "url", a.URL, "size_mb", a.Size>>20)
+	return s, nil
+}
+
+// compare runs both models on the device's labelled samples (the set
+// choose picks) and decides by the acceptance rule.
+func (u *Updater) compare(ctx context.Context, serving Model, cand Candidate) (Acceptance, error) {
+	ex, err := u.opt.Host.Examples(ctx)
+	if err != nil {
+		return Acceptance{}, fmt.Errorf("the labelled samples cannot be read: %w", err)
+	}
+	set, ex := choose(ex, u.opt.Config.MinSamples, serving.Labels(), cand.Labels())
+	return compare(ctx, u.opt.Config, ex, set, serving, cand)
 }
 
 // download fetches the checkpoint into part, resuming what is there.

@@ -83,16 +83,9 @@ func Once(ctx context.Context, r Request) error {
 	if r.Stall <= 0 {
 		r.Stall = 60 * time.Second
 	}
-	var have int64
-	validator, _ := os.ReadFile(r.Partial + ".validator")
-	if st, err := os.Stat(r.Partial); err == nil && len(validator) > 0 {
-		have = st.Size()
-	}
+	have, validator := r.resumable()
 	if r.Size > 0 && have == r.Size {
 		return nil // complete: an earlier attempt ended after the last byte
-	}
-	if r.Size > 0 && have > r.Size {
-		have = 0
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -105,7 +98,7 @@ func Once(ctx context.Context, r Request) error {
 	}
 	if have > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", have))
-		req.Header.Set("If-Range", string(validator))
+		req.Header.Set("If-Range", validator)
 	}
 	// The stall timer covers the headers too: a server that accepts the
 	// connection and says nothing is as stuck as one that stops mid-file.
@@ -119,50 +112,17 @@ func Once(ctx context.Context, r Request) error {
 		return err
 	}
 	defer resp.Body.Close()
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
-		if !strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", have)) {
-			return fmt.Errorf("%s: the server resumed at the wrong place (%q)", r.URL, resp.Header.Get("Content-Range"))
-		}
-		r.Log.Info("resuming the download", "url", r.URL, "from_byte", have)
-		flags = os.O_WRONLY | os.O_APPEND
-	case http.StatusOK:
-		if have > 0 {
-			r.Log.Info("the file changed on the server, or it does not resume: downloading it again", "url", r.URL)
-		}
-		have = 0
-	default:
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		se := &StatusError{URL: r.URL, Code: resp.StatusCode, Status: resp.Status, Body: strings.TrimSpace(string(b))}
-		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout {
-			return se // the server may recover
-		}
-		return &PermanentError{se}
-	}
-	if resp.ContentLength < 0 {
-		return permanent("%s: the server sent no Content-Length", r.URL)
+	flags, have, err := r.accept(resp, have)
+	if err != nil {
+		return err
 	}
 	total := have + resp.ContentLength
-	if r.Size > 0 && total != r.Size {
-		return permanent("%s is %d bytes; %d expected (the server has another file)", r.URL, total, r.Size)
-	}
-	if r.MaxBytes > 0 && total > r.MaxBytes {
-		return permanent("%s is %d MB: %w (limit %d MB)", r.URL, total>>20, ErrTooLarge, r.MaxBytes>>20)
-	}
-	if err := checkSpace(r.Partial, resp.ContentLength+r.Reserve); err != nil {
-		return &PermanentError{err}
-	}
-	v := resp.Header.Get("ETag")
-	if v == "" || strings.HasPrefix(v, "W/") {
-		v = resp.Header.Get("Last-Modified") // a weak ETag may not be used in If-Range
-	}
 	f, err := os.OpenFile(r.Partial, flags, 0o640)
 	if err != nil {
 		return permanent("%w", err)
 	}
 	defer f.Close()
-	if err := os.WriteFile(r.Partial+".validator", []byte(v), 0o640); err != nil {
+	if err := os.WriteFile(r.Partial+".validator", []byte(validatorOf(resp)), 0o640); err != nil {
 		return classify(err)
 	}
 	n, err := copyWatched(f, resp.Body, stall, r.Stall, func(n int64) {
@@ -186,6 +146,71 @@ func Once(ctx context.Context, r Request) error {
 		r.Progress(have+n, total)
 	}
 	return classify(err)
+}
+
+// resumable is how much of the file the partial holds and the validator
+// the server gave it (0 when it cannot be resumed).
+func (r Request) resumable() (have int64, validator string) {
+	v, _ := os.ReadFile(r.Partial + ".validator")
+	if st, err := os.Stat(r.Partial); err == nil && len(v) > 0 {
+		have = st.Size()
+	}
+	if r.Size > 0 && have > r.Size {
+		have = 0
+	}
+	return have, string(v)
+}
+
+// accept checks the response before anything is written: the status (a
+// resume at the right place, or the whole file again), the size against
+// what is expected and allowed, and the free space. It returns how to open
+// the partial file and how much of it stays.
+func (r Request) accept(resp *http.Response, have int64) (flags int, kept int64, err error) {
+	flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		if !strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", have)) {
+			return 0, 0, fmt.Errorf("%s: the server resumed at the wrong place (%q)", r.URL, resp.Header.Get("Content-Range"))
+		}
+		r.Log.Info("resuming the download", "url", r.URL, "from_byte", have)
+		flags = os.O_WRONLY | os.O_APPEND
+	case http.StatusOK:
+		if have > 0 {
+			r.Log.Info("the file changed on the server, or it does not resume: downloading it again", "url", r.URL)
+		}
+		have = 0
+	default:
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		se := &StatusError{URL: r.URL, Code: resp.StatusCode, Status: resp.Status, Body: strings.TrimSpace(string(b))}
+		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout {
+			return 0, 0, se // the server may recover
+		}
+		return 0, 0, &PermanentError{se}
+	}
+	if resp.ContentLength < 0 {
+		return 0, 0, permanent("%s: the server sent no Content-Length", r.URL)
+	}
+	total := have + resp.ContentLength
+	if r.Size > 0 && total != r.Size {
+		return 0, 0, permanent("%s is %d bytes; %d expected (the server has another file)", r.URL, total, r.Size)
+	}
+	if r.MaxBytes > 0 && total > r.MaxBytes {
+		return 0, 0, permanent("%s is %d MB: %w (limit %d MB)", r.URL, total>>20, ErrTooLarge, r.MaxBytes>>20)
+	}
+	if err := checkSpace(r.Partial, resp.ContentLength+r.Reserve); err != nil {
+		return 0, 0, &PermanentError{err}
+	}
+	return flags, have, nil
+}
+
+// validatorOf is what identifies this version of the file for If-Range:
+// a strong ETag, else Last-Modified (a weak ETag may not be used there).
+func validatorOf(resp *http.Response) string {
+	v := resp.Header.Get("ETag")
+	if v == "" || strings.HasPrefix(v, "W/") {
+		v = resp.Header.Get("Last-Modified")
+	}
+	return v
 }
 
 // copyWatched copies, pushing the stall timer back at every read.
