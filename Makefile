@@ -102,7 +102,14 @@ staticcheck:
 
 test: deps fmt-check vet staticcheck vulncheck build-purego
 	$(GO) test -count=1 -timeout 15m ./model/... ./tools/finetune/...
-	$(GO) test -count=1 -race -run 'Concurrent|Allocates' ./model/cpu/
+	# The race detector on what in model/cpu and the trainer runs goroutines:
+	# the work splitter and spinning, batched convolutions, concurrent
+	# classifiers, weight release; the trainer's parallel decoders and field
+	# batches. Not under it: the whole-network reference, gradient and
+	# training runs (minutes per AlexNet pass there, and no goroutines the
+	# tests above do not already cover).
+	$(GO) test -count=1 -race -run 'Concurrent|Allocates|SgemmPar|ConvBatch|Spinning|GemmRowStep|ReleaseWeights' ./model/cpu/
+	$(GO) test -count=1 -race -run 'FieldShareInEveryBatch|FieldSplit|DatasetLists|ConfigRefuses|TruncatedState|DatasetErrors' ./tools/finetune/train/
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 	$(GO) test -count=1 -run 'RSSAfterReloads' ./daemon/
 	$(GO) test -count=1 -run 'EncryptedKey' ./internal/bundle/
