@@ -348,6 +348,10 @@ func (k *Keeper) Offer(o Offer) {
 	}
 	j.frame, *o.Frame = *o.Frame, spare
 	j.o.Frame = nil
+	// The camera reuses its regions slice for its next sample while the
+	// writer still reads this one: the job keeps a copy (a region's Top is
+	// the camera's fresh slice each sample, and is not written after).
+	j.o.Regions = slices.Clone(o.Regions)
 	select {
 	case k.jobs <- j:
 	default: // cannot happen while pools bound the jobs; never block the camera

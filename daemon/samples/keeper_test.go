@@ -258,3 +258,29 @@ func TestOnlyChosenRulesFire(t *testing.T) {
 		t.Error("an unknown rule was accepted")
 	}
 }
+
+// TestOfferCopiesRegions: the camera reuses its regions slice for the next
+// sample at once; the writer must keep what was offered (the race
+// detector flags a shared slice; the record's box shows a lost one).
+func TestOfferCopiesRegions(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	cfg := DefaultConfig()
+	cfg.BaselineEvery = 0
+	k := NewKeeper(st, map[string]Config{"cam": cfg}, Options{FrameWidth: 200})
+	if err := k.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	unsure := scored("Tomato___healthy", 0.4, "Tomato___Late_blight", 0.35)
+	regions := []Region{region(quad[0], unsure)}
+	m := frame(t, 640, 480, 9)
+	offerOne(k, "cam", &m, t0, regions...)
+	m.Close()
+	regions[0].Box = quad[3] // the camera's next sample, written into the same array
+	waitFor(t, "the writer", func() bool { n, _ := st.Count(ctx, Filter{}); return n == 1 })
+	s, err := st.List(ctx, Filter{})
+	if err != nil || len(s) != 1 || s[0].Box != [4]int{0, 0, 320, 240} {
+		t.Fatalf("kept %+v (%v), want the region offered", s, err)
+	}
+}
