@@ -8,23 +8,6 @@ import (
 	"github.com/leafwatch/leafwatch/model"
 )
 
-// smallSpec has one of every trainable layer type at a size where finite
-// differences are cheap: grouped conv, LRN, ceil-mode pooling, FC.
-func smallSpec() model.Spec {
-	return model.Spec{Variant: "test", Classes: 5, InputSize: 11, Layers: []model.Layer{
-		{Kind: model.Conv, Name: "c1", Group: "conv1", Out: 4, Kernel: 3, Stride: 2, Pad: 1, Groups: 1},
-		{Kind: model.ReLU},
-		{Kind: model.LRN, Size: 3, Alpha: 0.5, Beta: 0.75, Bias: 1},
-		{Kind: model.MaxPool, Kernel: 3, Stride: 2, CeilMode: true},
-		{Kind: model.Conv, Name: "c2", Group: "conv2", Out: 6, Kernel: 3, Stride: 1, Pad: 1, Groups: 2},
-		{Kind: model.ReLU},
-		{Kind: model.FC, Name: "f1", Group: "fc1", Out: 7},
-		{Kind: model.ReLU},
-		{Kind: model.Dropout, P: 0},
-		{Kind: model.FC, Name: "f2", Group: "fc2", Out: 5},
-	}}
-}
-
 // TestGradientsMatchFiniteDifferences compares the analytic gradient of the
 // cross-entropy with central differences for every parameter of a small
 // network, in float64 arithmetic on the loss.

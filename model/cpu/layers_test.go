@@ -8,24 +8,6 @@ import (
 	"github.com/leafwatch/leafwatch/model"
 )
 
-// randActs is n values, normal, with a few special ones (NaN, ±0, a
-// value far out) at fixed places: what the references do with them, the
-// kernels must do too.
-func randActs(rng *rand.Rand, n int, specials bool) []float32 {
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	if specials && n > 100 {
-		x[7], x[19], x[50], x[99] = float32(math.NaN()), float32(math.Copysign(0, -1)), 0, 1e30
-	}
-	return x
-}
-
-func sameBits(a, b float32) bool {
-	return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b)
-}
-
 // TestLayerKernelsMatchReferences: the C bias+ReLU, max-pool and LRN
 // passes (layers.c) against the Go references, on AlexNet's shapes.
 func TestLayerKernelsMatchReferences(t *testing.T) {

@@ -159,26 +159,6 @@ func refForward(m *model.Model, img []float32) []ref {
 	return outs
 }
 
-func randInput(rng *rand.Rand, n int) []float32 {
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	return x
-}
-
-func maxRelDiff(got []float32, want []float64) (float64, float64) {
-	scale := 1e-6
-	for _, v := range want {
-		scale = math.Max(scale, math.Abs(v))
-	}
-	worst := 0.0
-	for i, v := range want {
-		worst = math.Max(worst, math.Abs(float64(got[i])-v))
-	}
-	return worst / scale, worst
-}
-
 // TestLayersMatchReference checks every layer type in isolation, with odd
 // sizes, padding, grouping and both pooling roundings.
 func TestLayersMatchReference(t *testing.T) {
@@ -237,41 +217,6 @@ func TestSoftmaxMatchesReference(t *testing.T) {
 	if _, abs := maxRelDiff(z, want); abs > 1e-6 {
 		t.Fatalf("softmax differs by %g", abs)
 	}
-}
-
-func f64(x []float32) []float64 {
-	y := make([]float64, len(x))
-	for i, v := range x {
-		y[i] = float64(v)
-	}
-	return y
-}
-
-// testModel gives a model with random weights and biases for any spec.
-func testModel(t testing.TB, spec model.Spec, seed uint64) *model.Model {
-	t.Helper()
-	ps, err := spec.Params()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(seed, 9))
-	params := map[string]*model.Tensor{}
-	for _, p := range ps {
-		tt := model.NewTensor(p.Shape...)
-		if len(p.Shape) > 1 {
-			model.InitHe(tt, rng)
-		} else {
-			for i := range tt.Data {
-				tt.Data[i] = float32(rng.NormFloat64()) * 0.1
-			}
-		}
-		params[p.Name] = tt
-	}
-	m, err := model.New(spec, params, model.Metadata{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // TestWholeNetworkMatchesReference runs both full-size variants on random

@@ -75,7 +75,7 @@ func (s *TrainSession) StepFrom(from int, x []float32, labels []int, firstTraina
 			return 0, 0, fmt.Errorf("label %d of image %d is outside 0..%d", y, i, k-1)
 		}
 		row := p[i*k : (i+1)*k]
-		loss += crossEntropy(logits[i*k:(i+1)*k], y)
+		loss += CrossEntropy(logits[i*k:(i+1)*k], y)
 		best := 0
 		for j, v := range row {
 			d[i*k+j] = v * inv
@@ -129,15 +129,15 @@ func (s *TrainSession) Loss(x []float32, labels []int) float64 {
 	logits := s.r.forward(x, n)
 	var loss float64
 	for i, y := range labels {
-		loss += crossEntropy(logits[i*k:(i+1)*k], y)
+		loss += CrossEntropy(logits[i*k:(i+1)*k], y)
 	}
 	return loss / float64(n)
 }
 
-// crossEntropy is −log softmax(z)[y], computed as log Σexp(z−max) − (z_y −
+// CrossEntropy is −log softmax(z)[y] for logits z, computed as log Σexp(z−max) − (z_y −
 // max) in float64: taking the log of a float32 probability would cap the
 // loss where the probability underflows (a confident wrong answer).
-func crossEntropy(z []float32, y int) float64 {
+func CrossEntropy(z []float32, y int) float64 {
 	m := z[0]
 	for _, v := range z {
 		m = max(m, v)

@@ -511,11 +511,7 @@ func (t *Trainer) evaluate(ctx context.Context, samples []Sample, cached bool) (
 					best, mx = j, v
 				}
 			}
-			var s float64
-			for _, v := range row {
-				s += math.Exp(float64(v - mx))
-			}
-			lossSum += math.Log(s) - float64(row[y]-mx)
+			lossSum += cpu.CrossEntropy(row, y)
 			conf.Add(y, best)
 			if n < len(samples) {
 				t.bySource[samples[n].Source].Add(y, best)
