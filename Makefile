@@ -15,7 +15,7 @@ export GOTOOLCHAIN := $(or $(LEAFWATCH_GOTOOLCHAIN),go$(shell sed -n 's/^go //p'
 # tests run with -race separately below.
 # finetune's command tests run AlexNet in child processes: race-instrumented
 # im2col would take minutes, and the code they cover is single-threaded.
-RACE_PKGS := $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) $(GO) list ./... 2>/dev/null | grep -v -e '/model/cpu$$' -e '/model/onnx$$' -e '/train$$' -e '/tools/finetune$$')
+RACE_PKGS := $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) $(GO) list ./... 2>/dev/null | grep -v -e '/model$$' -e '/model/cpu$$' -e '/model/onnx$$' -e '/model/dnncheck$$' -e '/train$$' -e '/tools/finetune$$')
 
 .PHONY: deps-cuda build-cuda vet-cuda gpu-check test-cuda-emu test-cuda-emu-mutants devcheck
 .PHONY: deps-cross deps-package build-arm64 test-arm64 test-opencv-matrix package package-test
@@ -107,7 +107,8 @@ test: deps fmt-check vet staticcheck vulncheck build-purego
 	# classifiers, weight release; the trainer's parallel decoders and field
 	# batches. Not under it: the whole-network reference, gradient and
 	# training runs (minutes per AlexNet pass there, and no goroutines the
-	# tests above do not already cover).
+	# tests above do not already cover), nor model (checkpoint I/O) and
+	# model/dnncheck (OpenCV DNN comparisons), which start no goroutines.
 	$(GO) test -count=1 -race -run 'Concurrent|Allocates|SgemmPar|ConvBatch|Spinning|GemmRowStep|ReleaseWeights' ./model/cpu/
 	$(GO) test -count=1 -race -run 'FieldShareInEveryBatch|FieldSplit|DatasetLists|ConfigRefuses|TruncatedState|DatasetErrors' ./tools/finetune/train/
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
