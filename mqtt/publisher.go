@@ -402,9 +402,15 @@ func (p *Publisher) Alert(a Alert) error {
 // up and otherwise folded into the latest value, which a durable change
 // replaces (an older folded state must never follow a newer change).
 func (p *Publisher) State(c Classification, changed bool) error {
-	topic := p.topics.State(c.Camera)
-	payload := mustJSON(c)
-	if changed {
+	return p.retained(p.topics.State(c.Camera), mustJSON(c), changed)
+}
+
+// retained publishes a retained state: durably (through the outbox, in
+// order with alerts) when durable, else directly while connected and
+// nothing durable waits, otherwise folded into the latest value that a
+// reconnect sends and a durable one replaces.
+func (p *Publisher) retained(topic string, payload []byte, durable bool) error {
+	if durable {
 		p.mu.Lock()
 		delete(p.latest, topic)
 		p.mu.Unlock()
@@ -458,21 +464,7 @@ func (p *Publisher) ModelInfo(m ModelInfo) error {
 // outage; progress while downloading is sent only while connected, and
 // otherwise folded into the latest value a reconnect sends.
 func (p *Publisher) Update(payload []byte, durable bool) error {
-	topic := p.topics.Update()
-	if durable {
-		p.mu.Lock()
-		delete(p.latest, topic)
-		p.mu.Unlock()
-		return p.durable(Message{Topic: topic, Payload: payload, QoS: 1, Retain: true, Kind: KindState, Key: topic})
-	}
-	if p.connected.Load() && p.outbox.Len() == 0 && p.Pending() == 0 {
-		p.client.Publish(topic, 0, true, payload)
-		return nil
-	}
-	p.mu.Lock()
-	p.latest[topic] = payload
-	p.mu.Unlock()
-	return nil
+	return p.retained(p.topics.Update(), payload, durable)
 }
 
 // Samples publishes the samples waiting for a label, retained, while
