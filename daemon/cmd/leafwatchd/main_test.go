@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,9 +82,10 @@ func TestSamplesCommandsWhileTheDaemonRuns(t *testing.T) {
 		gocv.IMWrite(filepath.Join(imgs, fmt.Sprintf("%02d.png", i)), f)
 		f.Close()
 	}
-	httpAddr := freePort(t)
 	cfgFile := filepath.Join(dir, "leafwatchd.yaml")
-	os.WriteFile(cfgFile, []byte(fmt.Sprintf(`device: cli
+	var logBuf syncBuffer
+	httpAddr, done, cancel := startDaemonOnFreePorts(t, &logBuf, func(httpAddr, brokerAddr string) string {
+		os.WriteFile(cfgFile, []byte(fmt.Sprintf(`device: cli
 model: %s
 state_dir: %s
 listen: %s
@@ -94,19 +97,15 @@ cameras:
     interval: 100ms
     decision: {threshold: 0.9999}
     keep: {baseline_every: 0s, max_per_hour: 3600}
-`, ckpt, filepath.Join(dir, "state"), httpAddr, freePort(t), imgs)), 0o644)
-	cfg, err := daemon.LoadConfig(cfgFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+`, ckpt, filepath.Join(dir, "state"), httpAddr, brokerAddr, imgs)), 0o644)
+		return cfgFile
+	})
 	defer func() { cancel(); <-done }()
+	defer func() {
+		if t.Failed() {
+			t.Logf("the daemon's log:\n%s", logBuf.String())
+		}
+	}()
 
 	sum := func() map[string]any {
 		resp, err := http.Get("http://" + httpAddr + "/label/api/summary")
@@ -125,9 +124,14 @@ cameras:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the daemon kept no samples")
+			t.Fatalf("the daemon kept fewer than 5 samples in 3 minutes: %v", s)
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case err := <-done:
+			done <- err // for the deferred stop
+			t.Fatalf("the daemon stopped: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	run := func(args ...string) string {
 		t.Helper()
@@ -210,4 +214,63 @@ cameras:
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startDaemonOnFreePorts starts a daemon on ports that were free a moment
+// ago; when another process took one of them meanwhile (an outgoing
+// connection of a test running beside this one may get it), it tries again
+// on new ports instead of failing on a port it never chose.
+func startDaemonOnFreePorts(t *testing.T, log *syncBuffer, writeConfig func(httpAddr, brokerAddr string) string) (httpAddr string, done chan error, cancel context.CancelFunc) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		httpAddr = freePort(t)
+		cfg, err := daemon.LoadConfig(writeConfig(httpAddr, freePort(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := daemon.New(cfg, slog.New(slog.NewTextHandler(log, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		done = make(chan error, 1)
+		go func() { done <- d.Run(ctx) }()
+		// The listeners are open once /healthz answers.
+		for {
+			select {
+			case err := <-done:
+				stop()
+				if attempt < 3 && errors.Is(err, syscall.EADDRINUSE) {
+					t.Logf("attempt %d: %v; again on other ports", attempt, err)
+					goto next
+				}
+				t.Fatalf("the daemon stopped: %v", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			if resp, err := http.Get("http://" + httpAddr + "/healthz"); err == nil {
+				resp.Body.Close()
+				return httpAddr, done, stop
+			}
+		}
+	next:
+	}
+}
+
+// syncBuffer is a bytes.Buffer the daemon's goroutines may log into while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
