@@ -32,9 +32,10 @@ type Config struct {
 	Device string `yaml:"device"`
 	Model  string `yaml:"model"`  // checkpoint path
 	Engine string `yaml:"engine"` // auto, cpu or cuda
-	// Precision of the CPU engine's large FC weights: fp32 (default),
-	// fp16, bf16 or int8 — faster, more memory, slightly different answers
-	// (README).
+	// Precision of the CPU engine's large FC weights: fp16 (default,
+	// model.DefaultPrecision), fp32, bf16 or int8 — the reduced ones are
+	// faster and smaller, with slightly different answers (README). The
+	// CUDA engine runs fp32 whatever this says.
 	Precision string `yaml:"precision"`
 	// CUDALibs are folders to take cuBLAS and NVRTC from instead of
 	// searching (the loader path, /usr/local/cuda*, JetPack's folders).
@@ -134,7 +135,7 @@ func DefaultConfig() Config {
 	m := mqtt.DefaultConfig("")
 	return Config{
 		Device: "greenhouse1", Model: "/var/lib/leafwatch/model.safetensors", Engine: "auto", StateDir: "/var/lib/leafwatch",
-		Listen: "127.0.0.1:8080", TopK: 3, Broker: "embedded", MQTT: m,
+		Listen: "127.0.0.1:8080", TopK: 3, Precision: string(model.DefaultPrecision), Broker: "embedded", MQTT: m,
 		Embedded: mqtt.BrokerConfig{Address: "127.0.0.1:1883"}, OutboxMB: 64, ReloadMinInterval: 10 * time.Second,
 		Snapshots: SnapshotConfig{Width: 960, Quality: 85, MaxMB: 512}, Stats: time.Minute,
 		Samples: SamplesConfig{MaxMB: 2048, TargetPerClass: 20, FrameWidth: 640},

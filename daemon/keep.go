@@ -44,7 +44,7 @@ func (c *camRunner) keep(inf inference, d decision, at time.Time) {
 		return
 	}
 	o := samples.Offer{Camera: c.cfg.Name, Time: at, Frame: &c.frame, Alert: len(d.events) > 0, Chosen: d.best,
-		Model: fieldset.ModelRef{Version: inf.m.Meta.Version, SHA256: inf.m.Meta.SHA256, Engine: inf.engine.e.Engine(), Precision: c.d.precision()},
+		Model: fieldset.ModelRef{Version: inf.m.Meta.Version, SHA256: inf.m.Meta.SHA256, Engine: inf.engine.e.Engine(), Precision: precisionOf(inf.engine.e)},
 		Preprocess: fieldset.Preprocess{InputSize: inf.m.Meta.InputSize, Resize: inf.m.Meta.Resize, Mean: inf.m.Meta.Mean, Std: inf.m.Meta.Std,
 			Regions: c.regionMode(), Tiling: c.tilingString()}}
 	o.Regions = c.regions[:0]
@@ -112,12 +112,14 @@ func topN(p model.Prediction, labels []string, n int) []fieldset.Scored {
 	return out
 }
 
-// precision is the CPU engine's precision as configured (fp32 when unset).
-func (d *Daemon) precision() string {
-	if d.cfg.Precision == "" {
-		return "fp32"
+// precisionOf is the precision an engine computes in, for the samples'
+// records: the CPU engine's FC precision, fp32 for any other engine (the
+// CUDA engine runs fp32 whatever the config says).
+func precisionOf(e model.Engine) string {
+	if c, ok := e.(interface{ Precision() model.Precision }); ok {
+		return string(c.Precision())
 	}
-	return d.cfg.Precision
+	return string(model.FP32)
 }
 
 // samplesMetrics are the keeper's counters.

@@ -60,7 +60,7 @@ func TestFinetuneSeesWhatTheDaemonSees(t *testing.T) {
 		{"squash-224", model.TorchVision, 0, ""},
 		{"crop-227", model.BVLC, 256, ""},
 		{"squash-227", model.BVLC, 0, ""},
-		{"crop-224-fp16", model.TorchVision, 256, model.FP16},
+		{"crop-224-fp32", model.TorchVision, 256, model.FP32}, // "" is the default, fp16
 	}
 	for _, tc := range cases {
 		m, err := model.NewRandom(tc.variant, len(labels), 11)

@@ -20,12 +20,14 @@ import (
 	"github.com/leafwatch/leafwatch/internal/mqtttest"
 	"github.com/leafwatch/leafwatch/internal/selfexec"
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/mqtt"
 )
 
 // TestMain lets the test binary run as leafwatchd, so tests can start,
 // signal and kill a real daemon process.
 func TestMain(m *testing.M) {
+	cpu.TuneBLAS() // as leafwatchd does: the benchmarks time what users get
 	if cfg := os.Getenv("LEAFWATCHD_TEST_CONFIG"); cfg != "" {
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		if err := RunFile(cfg, log); err != nil {

@@ -10,7 +10,8 @@ import "fmt"
 type Precision string
 
 const (
-	// FP32 keeps the checkpoint's weights: the default.
+	// FP32 keeps the checkpoint's weights: the zero Options' precision
+	// (training, and evaluation while training, always run in fp32).
 	FP32 Precision = "fp32"
 	// FP16 stores each output row as IEEE half precision with one fp32
 	// scale (the row's largest magnitude maps to 1, so nothing overflows
@@ -23,6 +24,17 @@ const (
 	// max-abs): a quarter of the bytes.
 	INT8 Precision = "int8"
 )
+
+// DefaultPrecision is what the programs classify with when their
+// configuration names none (leafwatchd's precision:, finetune predict's
+// --precision): fp16 FC weights. It agreed with fp32 on every top-1
+// answer measured (synthetic leaves on a He-initialised and on an
+// ImageNet-like base, a greenhouse-tuned model's leaf regions and kept
+// samples; largest probability difference 0.0006: `make
+// precision-agreement`), and reads half the bytes: ~100 MB less memory
+// and ~25% faster for one image on a CPU. A library caller's zero
+// Options stay fp32.
+const DefaultPrecision = FP16
 
 // ParsePrecision accepts "", fp32, fp16, bf16 and int8.
 func ParsePrecision(s string) (Precision, error) {

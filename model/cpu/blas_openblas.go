@@ -72,10 +72,7 @@ func BLASInfo() string {
 // kernel: OpenBLAS 0.3.21 (Debian bookworm) does not recognise some recent
 // Xeons and picks "Prescott", 3–6× slower than the AVX-512 kernels. The
 // programs log a hint to set OPENBLAS_CORETYPE in that case.
-func BLASCoreIsGeneric() bool {
-	switch C.GoString(C.openblas_get_corename()) {
-	case "Prescott", "Core2", "Katmai", "Coppermine", "Northwood", "Banias", "generic":
-		return true
-	}
-	return false
-}
+func BLASCoreIsGeneric() bool { return genericCores[blasCoreName()] }
+
+// blasCoreName is the kernel OpenBLAS selected at load time.
+func blasCoreName() string { return C.GoString(C.openblas_get_corename()) }

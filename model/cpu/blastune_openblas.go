@@ -10,33 +10,67 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// BLASCoreFor picks an OpenBLAS kernel for this CPU when OpenBLAS's own
-// detection fell back to a generic one: "SkylakeX" with AVX-512, "Haswell"
-// with AVX2, "" otherwise (keep what OpenBLAS chose).
-func BLASCoreFor(generic, avx512, avx2 bool) string {
+// CPUFeatures are what the OpenBLAS kernel choice looks at.
+type CPUFeatures struct {
+	AVX512     bool // F, DQ, BW and VL: what OpenBLAS's SkylakeX kernels use
+	AVX512BF16 bool // Cooper Lake, Sapphire Rapids, Zen 4 and later
+	AVX2FMA    bool
+}
+
+// HostFeatures reads this CPU's features.
+func HostFeatures() CPUFeatures {
+	x := cpu.X86
+	return CPUFeatures{
+		AVX512:     x.HasAVX512F && x.HasAVX512DQ && x.HasAVX512BW && x.HasAVX512VL,
+		AVX512BF16: x.HasAVX512BF16,
+		AVX2FMA:    x.HasAVX2 && x.HasFMA,
+	}
+}
+
+// avx512Cores are OpenBLAS's kernels built for AVX-512.
+var avx512Cores = map[string]bool{"SkylakeX": true, "Cooperlake": true, "SapphireRapids": true}
+
+// genericCores are OpenBLAS's fallbacks for a CPU it does not recognise.
+var genericCores = map[string]bool{"Prescott": true, "Core2": true, "Katmai": true, "Coppermine": true, "Northwood": true, "Banias": true, "generic": true}
+
+// BLASCoreFor picks the OpenBLAS kernel for a CPU with features f when
+// OpenBLAS chose core, or "" to keep OpenBLAS's choice. The choice goes by
+// the CPU's features, not its name: OpenBLAS 0.3.21 (Debian bookworm)
+// names recent CPUs wrongly both ways — a generic Prescott kernel on some
+// Xeons (3–6× slower), and its AVX2 Haswell kernel on AVX-512 EPYCs it
+// takes for an older Zen (measured on one: fp32 1.34× onnxruntime at
+// batch 8 with Haswell, 0.99× with SkylakeX or Cooperlake). So: a CPU with
+// AVX-512 gets an AVX-512 kernel (Cooperlake where it has BF16, whose
+// kernels are SkylakeX's plus the bf16 ones), a CPU with AVX2 and FMA gets
+// at least Haswell, and a kernel OpenBLAS chose within those is kept.
+func BLASCoreFor(core string, f CPUFeatures) string {
 	switch {
-	case !generic:
+	case avx512Cores[core]:
 		return ""
-	case avx512:
+	case f.AVX512 && f.AVX512BF16:
+		return "Cooperlake"
+	case f.AVX512:
 		return "SkylakeX"
-	case avx2:
+	case f.AVX2FMA && genericCores[core]:
 		return "Haswell"
 	}
 	return ""
 }
 
 // TuneBLAS re-executes the program with OPENBLAS_CORETYPE set when
-// OpenBLAS picked a generic kernel on a CPU it did not recognise (Debian
-// bookworm's 0.3.21 on recent Xeons: 3–6× slower). The kernel is chosen at
-// library load, so a re-exec is the only way. It returns without doing
-// anything when OPENBLAS_CORETYPE is already set, when
-// LEAFWATCH_BLAS_TUNE=off, or when the detection was fine. The reference
-// tests pass with the chosen kernels.
+// OpenBLAS picked a kernel below what this CPU runs (BLASCoreFor). The
+// kernel is chosen at library load, so a re-exec is the only way. It
+// returns without doing anything when OPENBLAS_CORETYPE is already set (by
+// the user, or by the re-exec itself), when LEAFWATCH_BLAS_TUNE=off, or
+// when OpenBLAS's choice was right. The programs and the test binaries of
+// the packages that time the engine call it first, so `go test -bench`
+// measures the kernel users get. The reference tests pass with every
+// kernel chosen here.
 func TuneBLAS() {
 	if runtime.GOARCH != "amd64" || os.Getenv("OPENBLAS_CORETYPE") != "" || os.Getenv("LEAFWATCH_BLAS_TUNE") == "off" {
 		return
 	}
-	core := BLASCoreFor(BLASCoreIsGeneric(), cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ, cpu.X86.HasAVX2 && cpu.X86.HasFMA)
+	core := BLASCoreFor(blasCoreName(), HostFeatures())
 	if core == "" {
 		return
 	}

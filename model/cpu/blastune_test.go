@@ -5,17 +5,30 @@ package cpu
 import "testing"
 
 func TestBLASCoreFor(t *testing.T) {
+	zen4 := CPUFeatures{AVX512: true, AVX512BF16: true, AVX2FMA: true}
+	skx := CPUFeatures{AVX512: true, AVX2FMA: true}
+	hsw := CPUFeatures{AVX2FMA: true}
 	for _, tc := range []struct {
-		generic, avx512, avx2 bool
-		want                  string
+		name string
+		core string
+		f    CPUFeatures
+		want string
 	}{
-		{true, true, true, "SkylakeX"},
-		{true, false, true, "Haswell"},
-		{true, false, false, ""},
-		{false, true, true, ""},
+		{"an AVX-512 BF16 EPYC taken for a Zen", "Haswell", zen4, "Cooperlake"},
+		{"an AVX-512 BF16 CPU OpenBLAS does not know", "Prescott", zen4, "Cooperlake"},
+		{"an AVX-512 Xeon OpenBLAS does not know", "Prescott", skx, "SkylakeX"},
+		{"an AVX-512 Xeon taken for Haswell", "Haswell", skx, "SkylakeX"},
+		{"an AVX-512 CPU given Zen's kernel", "Zen", skx, "SkylakeX"},
+		{"Cooperlake chosen right", "Cooperlake", zen4, ""},
+		{"SkylakeX chosen on a BF16 CPU is kept", "SkylakeX", zen4, ""},
+		{"Sapphire Rapids chosen right", "SapphireRapids", zen4, ""},
+		{"an AVX2 CPU OpenBLAS does not know", "Prescott", hsw, "Haswell"},
+		{"an AVX2 CPU with its own kernel", "Zen", hsw, ""},
+		{"Haswell chosen right", "Haswell", hsw, ""},
+		{"an old CPU", "Prescott", CPUFeatures{}, ""},
 	} {
-		if got := BLASCoreFor(tc.generic, tc.avx512, tc.avx2); got != tc.want {
-			t.Errorf("BLASCoreFor(%v,%v,%v) = %q, want %q", tc.generic, tc.avx512, tc.avx2, got, tc.want)
+		if got := BLASCoreFor(tc.core, tc.f); got != tc.want {
+			t.Errorf("%s: BLASCoreFor(%q, %+v) = %q, want %q", tc.name, tc.core, tc.f, got, tc.want)
 		}
 	}
 }

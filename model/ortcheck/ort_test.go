@@ -27,6 +27,7 @@ const LibEnv = "LEAFWATCH_ONNXRUNTIME_LIB"
 var ortReady error
 
 func TestMain(m *testing.M) {
+	cpu.TuneBLAS() // the kernel the programs pick: the ratios are what users get
 	lib := os.Getenv(LibEnv)
 	switch {
 	case lib == "":

@@ -12,6 +12,7 @@
 //	fieldlab crops  --out DIR [--benches N] [--seed S]   leaf crops as a labelled export (a grower's past labelling)
 //	fieldlab video  --out FILE.avi [--seed S]            the demo's bench: a plant falls ill and recovers
 //	fieldlab keepday --model CKPT --video FILE.avi       what the default keep rules keep in a simulated day
+//	fieldlab precision --model CKPT [--frames DIR,…] [--images DIR,…]   fp16/bf16/int8 against fp32 on greenhouse regions
 package main
 
 import (
@@ -58,6 +59,7 @@ type Truth struct {
 }
 
 func main() {
+	cpu.TuneBLAS() // the kernel leafwatchd and finetune pick
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: fieldlab bench|label|score|alerts … (see the source's doc comment)")
 		os.Exit(2)
@@ -78,6 +80,8 @@ func main() {
 		err = cmdVideo(os.Args[2:])
 	case "keepday":
 		err = cmdKeepDay(os.Args[2:])
+	case "precision":
+		err = cmdPrecision(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

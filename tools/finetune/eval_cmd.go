@@ -139,7 +139,7 @@ func cmdPredict(ctx context.Context, args []string) error {
 	leaves := vision.DefaultLeaves()
 	fs.IntVar(&leaves.MaxRegions, "leaves-max", leaves.MaxRegions, "leaves: at most this many per image, largest first")
 	fs.BoolVar(&leaves.Full, "leaves-full", false, "leaves: also classify the whole image, as the first region")
-	prec := fs.String("precision", "fp32", "the CPU engine's FC weights as leafwatchd's precision: fp32, fp16, bf16 or int8")
+	prec := fs.String("precision", string(model.DefaultPrecision), "the CPU engine's FC weights, as leafwatchd's precision: fp16 (leafwatchd's default too), fp32, bf16 or int8")
 	fs.Parse(args)
 	if *ckpt == "" || fs.NArg() == 0 {
 		return errors.New("predict: --model and at least one image are required")

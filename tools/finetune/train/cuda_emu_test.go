@@ -13,12 +13,14 @@ import (
 
 	"github.com/leafwatch/leafwatch/internal/cudaemu"
 	"github.com/leafwatch/leafwatch/model"
+	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/model/gpu"
 )
 
 // Under -tags 'cuda cudaemu' the CUDA trainer runs on the host emulation
 // harness (see internal/cudaemu).
 func TestMain(m *testing.M) {
+	cpu.TuneBLAS()
 	if _, err := cudaemu.Setup(gpu.KernelSource()); err != nil {
 		fmt.Fprintln(os.Stderr, "cudaemu setup:", err)
 		os.Exit(1)

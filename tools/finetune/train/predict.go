@@ -23,9 +23,12 @@ type Predictor struct {
 
 // NewPredictor prepares m with the regions a camera would use (its
 // leaves, or its tiling; a zero Regions: the whole image only) and the CPU
-// engine's FC precision the daemon is configured with ("" is fp32, the
-// daemon's default).
+// engine's FC precision the daemon is configured with ("" is the daemon's
+// default, model.DefaultPrecision).
 func NewPredictor(m *model.Model, regions vision.Regions, prec model.Precision) (*Predictor, error) {
+	if prec == "" {
+		prec = model.DefaultPrecision
+	}
 	p, err := model.ParsePrecision(string(prec))
 	if err != nil {
 		return nil, err
