@@ -477,73 +477,23 @@ func (t *Trainer) saveResumable() error {
 	return SaveState(t.statePath(), t.m, t.opt, t.st)
 }
 
-// Evaluate classifies the validation set (centre crops, eval mode); the
-// confusion per source is kept in t.bySource.
+// Evaluate classifies the validation set (centre crops, eval mode, through
+// the feature cache when there is one); the confusion per source is kept
+// in t.bySource.
 func (t *Trainer) Evaluate(ctx context.Context) (*Confusion, float64, error) {
-	return t.evaluate(ctx, t.data.Val, true)
-}
-
-// evaluate classifies samples (the validation set through the feature
-// cache when there is one and cached is set, else from the images).
-func (t *Trainer) evaluate(ctx context.Context, samples []Sample, cached bool) (*Confusion, float64, error) {
-	conf := NewConfusion(t.data.Classes)
-	t.bySource = [2]*Confusion{NewConfusion(t.data.Classes), NewConfusion(t.data.Classes)}
-	var lossSum float64
-	n := 0
-	k := t.m.Spec.Classes
-	var evalErr error
-	eval := func(x []float32, labels []int, from int) {
-		var logits []float32
-		if t.dev != nil {
-			var err error
-			if logits, err = t.dev.Logits(from, x, len(labels)); err != nil {
-				evalErr = err
-				return
+	ev := evaluator{classes: t.data.Classes, k: t.m.Spec.Classes, batch: t.cfg.BatchSize, workers: t.cfg.Workers, aug: t.aug, feat: t.feat, from: t.from,
+		logits: func(from int, x []float32, n int) ([]float32, error) {
+			if t.dev != nil {
+				return t.dev.Logits(from, x, n)
 			}
-		} else {
-			logits = t.sess.Logits(from, x, len(labels))
-		}
-		for i, y := range labels {
-			row := logits[i*k : (i+1)*k]
-			best, mx := 0, row[0]
-			for j, v := range row {
-				if v > mx {
-					best, mx = j, v
-				}
-			}
-			lossSum += cpu.CrossEntropy(row, y)
-			conf.Add(y, best)
-			if n < len(samples) {
-				t.bySource[samples[n].Source].Add(y, best)
-			}
-			n++
-		}
+			return t.sess.Logits(from, x, n), nil
+		}}
+	r, err := ev.run(ctx, t.data.Val)
+	if err != nil {
+		return nil, 0, err
 	}
-	if t.feat != nil && cached {
-		next := t.feat.valBatches(t.cfg.BatchSize)
-		for b, ok := next(); ok; b, ok = next() {
-			if b.err != nil {
-				return nil, 0, b.err
-			}
-			eval(b.x, b.labels, t.from)
-		}
-	} else {
-		a := t.aug
-		a.Random = false
-		for b := range batches(ctx, samples, identity(len(samples)), 0, t.cfg.BatchSize, t.cfg.Workers, a, 0, 0) {
-			conf.Skipped = append(conf.Skipped, b.bad...)
-			if len(b.labels) > 0 {
-				eval(b.x, b.labels, 0)
-			}
-		}
-	}
-	if ctx.Err() != nil {
-		return nil, 0, ctx.Err()
-	}
-	if evalErr != nil {
-		return nil, 0, evalErr
-	}
-	return conf, lossSum / math.Max(1, float64(n)), nil
+	t.bySource = r.bySource
+	return r.all, r.loss, nil
 }
 
 func (t *Trainer) finishEpoch(ctx context.Context, e int, took time.Duration, imgs int) error {
@@ -616,71 +566,6 @@ func (t *Trainer) finish(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-// WriteReports evaluates m on the dataset's validation images and writes
-// confusion.csv, report.csv (per class, and per source side by side when
-// there are field samples) and confusion.png into dir; with a test set
-// (the field's baseline samples, or a whole test folder), also test.csv
-// and confusion-test.csv. dir "" writes nothing.
-func WriteReports(ctx context.Context, dir string, m *model.Model, data *Dataset, bs, workers int) (*Result, error) {
-	t := &Trainer{cfg: Config{BatchSize: bs, Workers: max(1, workers)}, data: data, m: m, sess: cpu.NewTrainSession(m, bs, nil)}
-	t.aug = Augment{Prep: PreprocessOf(m.Meta)}
-	res := &Result{}
-	var writes []func() error
-	if len(data.Val) > 0 {
-		conf, _, err := t.evaluate(ctx, data.Val, false)
-		if err != nil {
-			return nil, err
-		}
-		res.Best, res.Confusion = conf.Report(), conf
-		res.BySource = [2]Report{t.bySource[SourceData].Report(), t.bySource[SourceField].Report()}
-		field := t.bySource[SourceField]
-		writes = append(writes,
-			func() error { return conf.WriteCSV(filepath.Join(dir, "confusion.csv")) },
-			func() error { return writeSourceReport(filepath.Join(dir, "report.csv"), res.Best, res.BySource) },
-			func() error { return WriteConfusionPNG(conf, filepath.Join(dir, "confusion.png")) })
-		if res.BySource[SourceField].Total > 0 {
-			writes = append(writes, func() error { return field.WriteCSV(filepath.Join(dir, "confusion-field.csv")) })
-		}
-	}
-	if len(data.Test) > 0 {
-		conf, _, err := t.evaluate(ctx, data.Test, false)
-		if err != nil {
-			return nil, err
-		}
-		res.Test, res.TestConfusion = conf.Report(), conf
-		res.TestKeptWith = keptWithAccuracy(data.Test, data.Classes)
-		writes = append(writes,
-			func() error { return writeSourceReport(filepath.Join(dir, "test.csv"), res.Test, [2]Report{}) },
-			func() error { return conf.WriteCSV(filepath.Join(dir, "confusion-test.csv")) })
-	}
-	if dir != "" {
-		for _, w := range writes {
-			if err := w(); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return res, nil
-}
-
-// keptWithAccuracy is how often the model the field samples were kept
-// with had their label as its top class (-1 when no sample says).
-func keptWithAccuracy(samples []Sample, classes []string) float64 {
-	n, right := 0, 0
-	for _, s := range samples {
-		if s.KeptWith == "" {
-			continue
-		}
-		n++
-		if s.KeptWith == classes[s.Label] {
-			right++
-		}
-	}
-	if n == 0 {
-		return -1
-	}
-	return float64(right) / float64(n)
-}
 
 func writeLogCSV(path string, h []EpochLog) error {
 	f, err := os.Create(path)
