@@ -181,22 +181,56 @@ func (s *Store) Recover(ctx context.Context) (RecoverReport, error) {
 	var rep RecoverReport
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Records first: which files should exist.
+	known, err := s.dropRecordsWithoutFiles(ctx, &rep)
+	if err != nil {
+		return rep, err
+	}
+	// Frames no sample refers to any more go too (record and file).
+	if err := s.dropUnusedFrames(ctx); err != nil {
+		return rep, err
+	}
+	frows, err := s.db.QueryContext(ctx, `SELECT file FROM frames`)
+	if err != nil {
+		return rep, err
+	}
+	for frows.Next() {
+		var f string
+		if err := frows.Scan(&f); err != nil {
+			frows.Close()
+			return rep, err
+		}
+		known[f] = true
+	}
+	frows.Close()
+	if err := frows.Err(); err != nil {
+		return rep, err
+	}
+	s.removeUnknownFiles(known, &rep)
+	return rep, nil
+}
+
+// dropRecordsWithoutFiles deletes the records whose image or frame file is
+// gone (naming the labelled ones in rep: they are reported, never dropped
+// silently) and returns the files the remaining records use.
+func (s *Store) dropRecordsWithoutFiles(ctx context.Context, rep *RecoverReport) (map[string]bool, error) {
 	type rec struct{ id, file, frame, frameFile, label string }
 	rows, err := s.db.QueryContext(ctx, `SELECT s.id, s.file, s.frame_id, f.file, COALESCE(s.label,'') FROM samples s JOIN frames f ON f.id = s.frame_id`)
 	if err != nil {
-		return rep, err
+		return nil, err
 	}
 	var recs []rec
 	for rows.Next() {
 		var r rec
 		if err := rows.Scan(&r.id, &r.file, &r.frame, &r.frameFile, &r.label); err != nil {
 			rows.Close()
-			return rep, err
+			return nil, err
 		}
 		recs = append(recs, r)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
 	known := map[string]bool{}
 	var gone []string
 	for _, r := range recs {
@@ -211,34 +245,27 @@ func (s *Store) Recover(ctx context.Context) (RecoverReport, error) {
 		}
 		known[r.file], known[r.frameFile] = true, true
 	}
-	if len(gone) > 0 {
-		err := s.tx(ctx, func(tx txn) error {
-			for _, id := range gone {
-				if _, err := tx.ExecContext(ctx, `DELETE FROM samples WHERE id = ?`, id); err != nil {
-					return err
-				}
+	if len(gone) == 0 {
+		return known, nil
+	}
+	err = s.tx(ctx, func(tx txn) error {
+		for _, id := range gone {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM samples WHERE id = ?`, id); err != nil {
+				return err
 			}
-			return bump(ctx, tx)
-		})
-		if err != nil {
-			return rep, err
 		}
-		rep.RecordsWithoutFiles = len(gone)
-	}
-	// Frames no sample refers to any more go too (record and file).
-	if err := s.dropUnusedFrames(ctx); err != nil {
-		return rep, err
-	}
-	frows, err := s.db.QueryContext(ctx, `SELECT file FROM frames`)
+		return bump(ctx, tx)
+	})
 	if err != nil {
-		return rep, err
+		return nil, err
 	}
-	for frows.Next() {
-		var f string
-		frows.Scan(&f)
-		known[f] = true
-	}
-	frows.Close()
+	rep.RecordsWithoutFiles = len(gone)
+	return known, nil
+}
+
+// removeUnknownFiles deletes what a crash left in images/ and frames/:
+// temporary files of unfinished writes, and files no record names.
+func (s *Store) removeUnknownFiles(known map[string]bool, rep *RecoverReport) {
 	for _, kind := range []string{"images", "frames"} {
 		root := filepath.Join(s.dir, kind)
 		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -260,7 +287,6 @@ func (s *Store) Recover(ctx context.Context) (RecoverReport, error) {
 		})
 		removeEmptyDirs(root)
 	}
-	return rep, nil
 }
 
 // dropUnusedFrames removes frames no sample refers to, record then file.

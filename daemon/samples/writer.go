@@ -57,9 +57,45 @@ func (k *Keeper) process(j *job, h *hasher, small *gocv.Mat) {
 	bounds := image.Rect(0, 0, j.frame.Cols(), j.frame.Rows())
 	frameID := o.Camera + "-" + o.Time.UTC().Format("20060102T150405.000Z")
 	now := k.mono()
-	var out []NewSample
-	var hashes []kept
-	taken := 0
+	out, hashes, taken := k.cutRegions(j, h, bounds, frameID, now)
+	if len(out) == 0 {
+		return
+	}
+	k.yield()
+	fr, err := k.frameCopy(j, small, bounds, frameID)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		k.yield()
+		if err = k.store.Add(ctx, fr, out); err == nil {
+			cs.mu.Lock()
+			cs.recent = append(cs.recent, hashes...)
+			cs.mu.Unlock()
+			if k.met != nil {
+				for _, s := range out {
+					for _, r := range s.Record.Rules {
+						k.met.Kept(o.Camera, r)
+					}
+				}
+			}
+			k.enforce(ctx)
+			return
+		}
+	}
+	k.writeFailed(err)
+	// Not kept: the hourly count gives back what these took of it.
+	cs.mu.Lock()
+	cs.hour = cs.hour[:max(0, len(cs.hour)-taken)]
+	cs.mu.Unlock()
+}
+
+// cutRegions cuts the job's regions worth keeping from the frame at its
+// full resolution, as JPEG with their records, in the order the rules
+// ranked them; duplicates of recent samples and what the per-frame and
+// hourly caps leave out are skipped (counted), except for samples an
+// exempt rule kept. taken is how many of the hourly cap they used.
+func (k *Keeper) cutRegions(j *job, h *hasher, bounds image.Rectangle, frameID string, now time.Duration) (out []NewSample, hashes []kept, taken int) {
+	cs, o := j.cam, j.o
 	for _, i := range j.order {
 		r, rules := o.Regions[i], j.rules[i]
 		box := r.Box.Intersect(bounds)
@@ -92,13 +128,9 @@ func (k *Keeper) process(j *job, h *hasher, small *gocv.Mat) {
 			k.writeFailed(err)
 			continue
 		}
-		top := r.Top
-		if len(top) > 5 {
-			top = top[:5]
-		}
 		rec := fieldset.Record{ID: fmt.Sprintf("%s-%d", frameID, i), Camera: o.Camera, Time: o.Time.UTC(), FrameID: frameID,
 			FrameSize: [2]int{bounds.Dx(), bounds.Dy()}, Box: [4]int{box.Min.X, box.Min.Y, box.Dx(), box.Dy()}, Region: r.Kind,
-			Preprocess: o.Preprocess, Threshold: r.Threshold, Model: o.Model, Top: top, Rules: rules}
+			Preprocess: o.Preprocess, Threshold: r.Threshold, Model: o.Model, Top: r.Top[:min(5, len(r.Top))], Rules: rules}
 		out = append(out, NewSample{Record: rec, JPEG: jpeg, DHash: hash, Margin: margin(r.Top)})
 		hashes = append(hashes, kept{at: now, hash: hash, label: label})
 		if !exempt(rules) {
@@ -108,45 +140,20 @@ func (k *Keeper) process(j *job, h *hasher, small *gocv.Mat) {
 			cs.mu.Unlock()
 		}
 	}
-	if len(out) == 0 {
-		return
-	}
-	k.yield()
+	return out, hashes, taken
+}
+
+// frameCopy is the downscaled copy of the whole frame kept beside its
+// samples.
+func (k *Keeper) frameCopy(j *job, small *gocv.Mat, bounds image.Rectangle, frameID string) (NewFrame, error) {
 	w := min(k.opt.FrameWidth, bounds.Dx())
 	hh := max(1, bounds.Dy()*w/bounds.Dx())
 	gocv.Resize(j.frame, small, image.Point{w, hh}, 0, 0, gocv.InterpolationArea)
 	fjpeg, err := encodeJPEG(*small, 80)
 	if err != nil {
-		k.writeFailed(err)
-		return
+		return NewFrame{}, err
 	}
-	fr := NewFrame{ID: frameID, Camera: o.Camera, Time: o.Time, Width: bounds.Dx(), Height: bounds.Dy(), JPEG: fjpeg}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	k.yield()
-	if err := k.store.Add(ctx, fr, out); err != nil {
-		k.writeFailed(err)
-		// Not kept: the hourly count gives these back.
-		cs.mu.Lock()
-		for range len(out) {
-			if len(cs.hour) > 0 {
-				cs.hour = cs.hour[:len(cs.hour)-1]
-			}
-		}
-		cs.mu.Unlock()
-		return
-	}
-	cs.mu.Lock()
-	cs.recent = append(cs.recent, hashes...)
-	cs.mu.Unlock()
-	if k.met != nil {
-		for _, s := range out {
-			for _, r := range s.Record.Rules {
-				k.met.Kept(o.Camera, r)
-			}
-		}
-	}
-	k.enforce(ctx)
+	return NewFrame{ID: frameID, Camera: j.o.Camera, Time: j.o.Time, Width: bounds.Dx(), Height: bounds.Dy(), JPEG: fjpeg}, nil
 }
 
 // duplicate reports whether a region looks like one kept from the camera
