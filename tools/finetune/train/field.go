@@ -55,11 +55,41 @@ type FieldInfo struct {
 // baseline samples held out as the field test set (d.Test).
 func AddField(d *Dataset, opt FieldOptions) (*FieldInfo, error) {
 	info := &FieldInfo{SplitBy: "camera-day"}
-	type rec struct {
-		fieldset.Record
-		path string
+	recs, err := loadFieldRecords(opt, info)
+	if err != nil || len(recs) == 0 {
+		return info, err
 	}
-	var recs []rec
+	classes := mergeClasses(d, recs, info)
+	group, val := splitFieldGroups(recs, opt, info)
+	for _, r := range recs {
+		s := Sample{Path: r.path, Label: slices.Index(classes, r.Label), Source: SourceField, Camera: r.Camera, Day: r.Day, KeptWith: r.Predicted(), Baseline: r.Baseline()}
+		switch {
+		case !val[group(r)]:
+			d.Train = append(d.Train, s)
+			info.Train++
+		case r.Baseline():
+			d.Test = append(d.Test, s)
+			info.Test++
+			info.KeptWithTest = append(info.KeptWithTest, s.KeptWith)
+		default:
+			d.Val = append(d.Val, s)
+			info.Val++
+			info.KeptWithVal = append(info.KeptWithVal, s.KeptWith)
+		}
+	}
+	return info, nil
+}
+
+// fieldRecord is a labelled field sample and its image's absolute path.
+type fieldRecord struct {
+	fieldset.Record
+	path string
+}
+
+// loadFieldRecords reads the exports' records and keeps the labelled
+// ones (not-a-leaf only with a reject class), counting all in info.
+func loadFieldRecords(opt FieldOptions, info *FieldInfo) ([]fieldRecord, error) {
+	var recs []fieldRecord
 	for _, dir := range opt.Dirs {
 		rs, err := fieldset.Load(dir)
 		if err != nil {
@@ -84,13 +114,15 @@ func AddField(d *Dataset, opt FieldOptions) (*FieldInfo, error) {
 				info.Baseline++
 			}
 			p, _ := filepath.Abs(filepath.Join(dir, r.Image))
-			recs = append(recs, rec{r, p})
+			recs = append(recs, fieldRecord{r, p})
 		}
 	}
-	if len(recs) == 0 {
-		return info, nil
-	}
-	// Classes: the data's and every field label, sorted once more.
+	return recs, nil
+}
+
+// mergeClasses adds the field labels the data lacks to its classes (sorted
+// once more) and renumbers the data's samples; it returns the classes.
+func mergeClasses(d *Dataset, recs []fieldRecord, info *FieldInfo) []string {
 	classes := slices.Clone(d.Classes)
 	for _, r := range recs {
 		if !slices.Contains(classes, r.Label) {
@@ -109,11 +141,18 @@ func AddField(d *Dataset, opt FieldOptions) (*FieldInfo, error) {
 		}
 	}
 	d.Classes = classes
-	// The split unit: a camera's day; with a single one, the frame.
-	group := func(r rec) string { return r.Camera + "/" + r.Day }
-	if r0 := recs[0]; !slices.ContainsFunc(recs, func(r rec) bool { return group(r) != group(r0) }) {
+	return classes
+}
+
+// splitFieldGroups chooses the validation groups: whole camera-days (a
+// frame each when there is only one), drawn at random until they hold
+// opt.ValFrac of the samples, never all of them. It returns the grouping
+// and the validation groups.
+func splitFieldGroups(recs []fieldRecord, opt FieldOptions, info *FieldInfo) (group func(fieldRecord) string, val map[string]bool) {
+	group = func(r fieldRecord) string { return r.Camera + "/" + r.Day }
+	if r0 := recs[0]; !slices.ContainsFunc(recs, func(r fieldRecord) bool { return group(r) != group(r0) }) {
 		info.SplitBy = "frame"
-		group = func(r rec) string { return r.FrameID }
+		group = func(r fieldRecord) string { return r.FrameID }
 	}
 	var groups []string
 	size := map[string]int{}
@@ -127,7 +166,7 @@ func AddField(d *Dataset, opt FieldOptions) (*FieldInfo, error) {
 	info.Groups = len(groups)
 	rng := rand.New(rand.NewPCG(opt.Seed, 0xf1e1d))
 	rng.Shuffle(len(groups), func(i, j int) { groups[i], groups[j] = groups[j], groups[i] })
-	val := map[string]bool{}
+	val = map[string]bool{}
 	want := int(float64(len(recs))*opt.ValFrac + 0.5)
 	n := 0
 	for _, g := range groups {
@@ -137,29 +176,13 @@ func AddField(d *Dataset, opt FieldOptions) (*FieldInfo, error) {
 		val[g] = true
 		n += size[g]
 	}
-	for g := range val {
-		if info.SplitBy == "camera-day" {
+	if info.SplitBy == "camera-day" {
+		for g := range val {
 			info.ValGroups = append(info.ValGroups, g)
 		}
+		sort.Strings(info.ValGroups)
 	}
-	sort.Strings(info.ValGroups)
-	for _, r := range recs {
-		s := Sample{Path: r.path, Label: slices.Index(classes, r.Label), Source: SourceField, Camera: r.Camera, Day: r.Day, KeptWith: r.Predicted(), Baseline: r.Baseline()}
-		switch {
-		case !val[group(r)]:
-			d.Train = append(d.Train, s)
-			info.Train++
-		case r.Baseline():
-			d.Test = append(d.Test, s)
-			info.Test++
-			info.KeptWithTest = append(info.KeptWithTest, s.KeptWith)
-		default:
-			d.Val = append(d.Val, s)
-			info.Val++
-			info.KeptWithVal = append(info.KeptWithVal, s.KeptWith)
-		}
-	}
-	return info, nil
+	return group, val
 }
 
 // LoadExport reads an export folder as a test set: every trainable record
