@@ -315,7 +315,7 @@ func cmdScore(args []string) error {
 	sort.Strings(files)
 	var sc score
 	if *regions == "truth" {
-		sc.clf = cpu.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch})
+		sc.clf = cpu.NewClassifier(m, model.Options{MaxBatch: model.DefaultMaxBatch, Precision: model.DefaultPrecision})
 		defer sc.clf.Close()
 	}
 	ctx := context.Background()
