@@ -159,8 +159,9 @@ func BenchmarkVsONNXRuntime(b *testing.B) {
 				s := newSession(b, m, n)
 				defer s.close()
 				x := peertest.Input(n*m.InputLen(), 1)
-				// fp32 (the default) and fp16 FC weights (top-1 agreement
-				// 100% with fp32 in BenchmarkPrecisionAgreement).
+				// fp32 and fp16 FC weights (the programs' default:
+				// model.DefaultPrecision; top-1 agreement 100% with fp32 in
+				// make precision-agreement). ratio_ours/ort is fp32's.
 				c := cpu.NewClassifier(m, model.Options{MaxBatch: n})
 				c16 := cpu.NewClassifier(m, model.Options{MaxBatch: n, Precision: model.FP16})
 				probs := make([]float32, n*38)
