@@ -566,7 +566,6 @@ func (t *Trainer) finish(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-
 func writeLogCSV(path string, h []EpochLog) error {
 	f, err := os.Create(path)
 	if err != nil {
