@@ -255,3 +255,33 @@ func TestFallbackModel(t *testing.T) {
 		t.Errorf("missing checkpoint: %v", err)
 	}
 }
+
+// TestSamplesRecordThePrecisionComputedIn: a kept sample's record names
+// the precision its engine computed in — the CPU engine's FC precision,
+// and fp32 for another engine whatever the config's precision says (the
+// CUDA engine runs fp32).
+func TestSamplesRecordThePrecisionComputedIn(t *testing.T) {
+	m, err := model.NewRandom(model.TorchVision, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		e    model.Engine
+		want string
+	}{
+		{"cpu, the default", cpu.NewClassifier(m, model.Options{Precision: model.DefaultPrecision}), "fp16"},
+		{"cpu, fp32", cpu.NewClassifier(m, model.Options{Precision: model.FP32}), "fp32"},
+		{"cpu, int8", cpu.NewClassifier(m, model.Options{Precision: model.INT8}), "int8"},
+		{"another engine", &failingEngine{model: m}, "fp32"},
+	} {
+		if got := precisionOf(tc.e); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+		tc.e.Close()
+	}
+	cfg, err := ParseConfig("x.yaml", []byte("cameras:\n  - name: a\n    source: /tmp\n"))
+	if err != nil || cfg.Precision != string(model.DefaultPrecision) || model.DefaultPrecision != model.FP16 {
+		t.Errorf("a config without precision: %q (%v), want fp16", cfg.Precision, err)
+	}
+}
