@@ -112,6 +112,7 @@ func TestMatchesGorgoniaGraph(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full-size network in -short mode")
 	}
+	skipEmulated(t, "TestWholeNetworkMatchesReference checks the arm64 kernels against the Go reference")
 	m, err := model.NewRandom(model.TorchVision, 38, 5)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/leafwatch/leafwatch/model"
@@ -98,4 +99,14 @@ func smallSpec() model.Spec {
 		{Kind: model.Dropout, P: 0},
 		{Kind: model.FC, Name: "f2", Group: "fc2", Out: 5},
 	}}
+}
+
+// skipEmulated skips what is the host's logic, not arm64's, when the tests
+// run under qemu (make test-arm64 sets LEAFWATCH_EMULATED): AlexNet passes
+// take seconds there, and the amd64 run covers the logic.
+func skipEmulated(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("LEAFWATCH_EMULATED") != "" {
+		t.Skip("under emulation: " + why)
+	}
 }
