@@ -100,6 +100,7 @@ vulncheck:
 staticcheck:
 	bash scripts/staticcheck.sh ./...
 
+DAEMON_RACE_SHARD = ^(TestFleetUpdates|TestDaemonProcessThroughBrokerOutage|TestReloadBookkeeping|TestAlertSurvivesKill9|TestEngineFailureFallsBackToCPU|TestOutboxFailureIsVisible)$$
 test: deps fmt-check vet staticcheck vulncheck build-purego
 	$(GO) test -count=1 -timeout 15m ./model/... ./tools/finetune/...
 	# The race detector on what in model/cpu and the trainer runs goroutines:
@@ -113,7 +114,14 @@ test: deps fmt-check vet staticcheck vulncheck build-purego
 	$(GO) test -count=1 -race -run 'FieldShareInEveryBatch|FieldSplit|DatasetLists|ConfigRefuses|TruncatedState|DatasetErrors' ./tools/finetune/train/
 	# The daemon's preprocessing-identity test runs one goroutine and
 	# ~30 AlexNet passes (3.5 min under -race, 1 without): it runs below.
-	$(GO) test -count=1 -race -timeout 15m -skip 'FinetuneSeesWhatTheDaemonSees' $(RACE_PKGS)
+	# The daemon's race run is the longest (~12 min) and keeps about one
+	# core busy: its heaviest tests run beside the rest, in a process of
+	# their own.
+	@$(GO) test -count=1 -race -timeout 15m -run '$(DAEMON_RACE_SHARD)' ./daemon/ >.race-shard.log 2>&1 & shard=$$!; \
+	  echo "$(GO) test -count=1 -race -timeout 15m -skip '$(DAEMON_RACE_SHARD)|FinetuneSeesWhatTheDaemonSees' $(RACE_PKGS)"; \
+	  $(GO) test -count=1 -race -timeout 15m -skip '$(DAEMON_RACE_SHARD)|FinetuneSeesWhatTheDaemonSees' $(RACE_PKGS); rc=$$?; \
+	  wait $$shard; src=$$?; echo "== the daemon's heaviest tests under -race ($(DAEMON_RACE_SHARD)):"; cat .race-shard.log; rm -f .race-shard.log; \
+	  [ $$rc -eq 0 ] && [ $$src -eq 0 ]
 	$(GO) test -count=1 -run 'RSSAfterReloads|FinetuneSeesWhatTheDaemonSees' ./daemon/
 	$(GO) test -count=1 -run 'EncryptedKey' ./internal/bundle/
 	CGO_ENABLED=0 $(GO) test -count=1 -run 'Reference|Gradients' ./model/cpu/
