@@ -125,6 +125,9 @@ func (d *Daemon) swapIn(c model.Engine, modTime time.Time) {
 		// at a GC that may be far away (a reload's retire does the same).
 		debug.FreeOSMemory()
 		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "precision", precisionOf(c), "blas", cpu.BLASInfo())
+		if note := cpu.BLASTuneNote(); note != "" {
+			d.log.Info(note)
+		}
 		if cpu.BLASCoreIsGeneric() {
 			d.log.Warn("OpenBLAS picked a generic CPU kernel; set OPENBLAS_CORETYPE (e.g. SkylakeX or Haswell) for 3-6x faster inference", "blas", cpu.BLASInfo())
 		}

@@ -5,6 +5,7 @@ package cpu
 import (
 	"os"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/cpu"
@@ -58,26 +59,46 @@ func BLASCoreFor(core string, f CPUFeatures) string {
 }
 
 // TuneBLAS re-executes the program with OPENBLAS_CORETYPE set when
-// OpenBLAS picked a kernel below what this CPU runs (BLASCoreFor). The
-// kernel is chosen at library load, so a re-exec is the only way. It
-// returns without doing anything when OPENBLAS_CORETYPE is already set (by
-// the user, or by the re-exec itself), when LEAFWATCH_BLAS_TUNE=off, or
-// when OpenBLAS's choice was right. The programs and the test binaries of
-// the packages that time the engine call it first, so `go test -bench`
-// measures the kernel users get. The reference tests pass with every
-// kernel chosen here.
+// OpenBLAS runs a kernel below what this CPU runs (BLASCoreFor) — because
+// its detection misnamed the CPU, or because OPENBLAS_CORETYPE names a
+// weaker kernel (a machine image may set it for all its programs; the one
+// this was found on set Haswell on an AVX-512 EPYC). The kernel is chosen
+// at library load, so a re-exec is the only way. LEAFWATCH_BLAS_TUNE=off
+// keeps whatever OpenBLAS runs. BLASTuneNote says afterwards what was
+// replaced. The programs and the test binaries of the packages that time
+// the engine call it first, so `go test -bench` measures the kernel users
+// get. The reference tests pass with every kernel chosen here.
 func TuneBLAS() {
-	if runtime.GOARCH != "amd64" || os.Getenv("OPENBLAS_CORETYPE") != "" || os.Getenv("LEAFWATCH_BLAS_TUNE") == "off" {
+	if runtime.GOARCH != "amd64" || os.Getenv("LEAFWATCH_BLAS_TUNE") == "off" {
 		return
 	}
 	core := BLASCoreFor(blasCoreName(), HostFeatures())
-	if core == "" {
-		return
+	if core == "" || os.Getenv("OPENBLAS_CORETYPE") == core {
+		return // right already, or asked for and not taken: no loop
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		return
 	}
-	env := append(os.Environ(), "OPENBLAS_CORETYPE="+core)
+	env := []string{"OPENBLAS_CORETYPE=" + core, tunedFromEnv + "=" + blasCoreName()}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OPENBLAS_CORETYPE=") && !strings.HasPrefix(kv, tunedFromEnv+"=") {
+			env = append(env, kv)
+		}
+	}
 	syscall.Exec(exe, os.Args, env) // only returns on failure: carry on untuned
+}
+
+// tunedFromEnv carries, across TuneBLAS's re-exec, the kernel it replaced.
+const tunedFromEnv = "LEAFWATCH_BLAS_TUNED_FROM"
+
+// BLASTuneNote says which OpenBLAS kernel TuneBLAS replaced and why, for
+// the programs' logs; "" when it replaced none.
+func BLASTuneNote() string {
+	from := os.Getenv(tunedFromEnv)
+	if from == "" {
+		return ""
+	}
+	return "OpenBLAS ran its " + from + " kernel on a CPU that runs " + blasCoreName() + "'s; switched to " + blasCoreName() +
+		" (LEAFWATCH_BLAS_TUNE=off keeps OpenBLAS's own choice or OPENBLAS_CORETYPE)"
 }

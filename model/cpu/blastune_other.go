@@ -4,3 +4,6 @@ package cpu
 
 // TuneBLAS does nothing without OpenBLAS.
 func TuneBLAS() {}
+
+// BLASTuneNote is empty without OpenBLAS.
+func BLASTuneNote() string { return "" }
