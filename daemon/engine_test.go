@@ -18,6 +18,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"gocv.io/x/gocv"
 
+	"github.com/leafwatch/leafwatch/internal/testlog"
 	"github.com/leafwatch/leafwatch/model"
 	"github.com/leafwatch/leafwatch/model/cpu"
 	"github.com/leafwatch/leafwatch/mqtt"
@@ -102,7 +103,7 @@ func testEngineFallback(t *testing.T, released bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testlog.Buffer
 	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -196,24 +197,6 @@ func testEngineFallback(t *testing.T, released bool) {
 	if f, _ := d.fallback.Load().(string); f != "" {
 		t.Errorf("fallback note kept after a reload: %q", f)
 	}
-}
-
-// syncBuffer is a strings.Builder safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestFallbackModel: the CPU fallback serves a whole model as it is, loads

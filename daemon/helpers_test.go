@@ -14,6 +14,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/leafwatch/leafwatch/internal/testlog"
 	"github.com/leafwatch/leafwatch/model"
 )
 
@@ -26,7 +27,7 @@ type testRig struct {
 	ckpt      string
 	broker    string // tcp:// URL
 	http      string // host:port
-	logs      *syncBuffer
+	logs      *testlog.Buffer
 	cancel    context.CancelFunc
 	done      chan error
 	stopped   bool
@@ -48,7 +49,7 @@ func newRig(t *testing.T, o rigOptions) *testRig {
 	if testing.Short() {
 		t.Skip("full AlexNet in -short mode")
 	}
-	r := &testRig{dir: t.TempDir(), logs: &syncBuffer{}}
+	r := &testRig{dir: t.TempDir(), logs: &testlog.Buffer{}}
 	r.ckpt = filepath.Join(r.dir, "model.safetensors")
 	writeConstantModel(t, r.ckpt, o.class)
 	if o.source == "" {

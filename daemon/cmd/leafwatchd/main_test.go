@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/leafwatch/leafwatch/daemon"
 	"github.com/leafwatch/leafwatch/internal/fieldset"
 	"github.com/leafwatch/leafwatch/internal/selfexec"
+	"github.com/leafwatch/leafwatch/internal/testlog"
 	"github.com/leafwatch/leafwatch/model"
 )
 
@@ -83,7 +83,7 @@ func TestSamplesCommandsWhileTheDaemonRuns(t *testing.T) {
 		f.Close()
 	}
 	cfgFile := filepath.Join(dir, "leafwatchd.yaml")
-	var logBuf syncBuffer
+	var logBuf testlog.Buffer
 	httpAddr, done, cancel := startDaemonOnFreePorts(t, &logBuf, func(httpAddr, brokerAddr string) string {
 		os.WriteFile(cfgFile, []byte(fmt.Sprintf(`device: cli
 model: %s
@@ -220,7 +220,7 @@ cameras:
 // ago; when another process took one of them meanwhile (an outgoing
 // connection of a test running beside this one may get it), it tries again
 // on new ports instead of failing on a port it never chose.
-func startDaemonOnFreePorts(t *testing.T, log *syncBuffer, writeConfig func(httpAddr, brokerAddr string) string) (httpAddr string, done chan error, cancel context.CancelFunc) {
+func startDaemonOnFreePorts(t *testing.T, log *testlog.Buffer, writeConfig func(httpAddr, brokerAddr string) string) (httpAddr string, done chan error, cancel context.CancelFunc) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		httpAddr = freePort(t)
@@ -254,23 +254,4 @@ func startDaemonOnFreePorts(t *testing.T, log *syncBuffer, writeConfig func(http
 		}
 	next:
 	}
-}
-
-// syncBuffer is a bytes.Buffer the daemon's goroutines may log into while
-// the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
