@@ -47,7 +47,7 @@ deps-cuda:
 vet-cuda: deps-cuda
 	$(GO) vet -tags cuda ./...
 	bash scripts/staticcheck.sh -tags cuda ./...
-	$(GO) vet -tags 'cuda cudaemu' ./model/gpu/... ./model/engine/ ./tools/finetune/train/
+	$(GO) vet -tags 'cuda cudaemu' ./model/gpu/... ./model/engine/ ./tools/finetune/train/ ./tools/gpucheck/
 
 # The CUDA engine on the host emulation harness (internal/cudaemu): the
 # real engine code and kernels.cu run on the CPU against a fake driver and
@@ -55,6 +55,7 @@ vet-cuda: deps-cuda
 test-cuda-emu: deps deps-cuda
 	$(GO) test -count=1 -timeout 10m -tags 'cuda cudaemu' ./model/gpu/ ./model/gpu/cudalib/ ./model/engine/
 	$(GO) test -count=1 -timeout 10m -tags 'cuda cudaemu' -run CUDA ./tools/finetune/train/
+	$(GO) test -count=1 -timeout 10m -tags 'cuda cudaemu' ./tools/gpucheck/
 
 # Plants known defects in a copy of the tree and checks the harness fails
 # on each (a few minutes).

@@ -35,7 +35,8 @@ type Config struct {
 	// Precision of the CPU engine's large FC weights: fp16 (default,
 	// model.DefaultPrecision), fp32, bf16 or int8 — the reduced ones are
 	// faster and smaller, with slightly different answers (README). The
-	// CUDA engine runs fp32 whatever this says.
+	// CUDA engine runs fp16 (weights and GEMM inputs, fp32 sums) when this
+	// says fp16 and the GPU has fp16 arithmetic, fp32 otherwise.
 	Precision string `yaml:"precision"`
 	// CUDALibs are folders to take cuBLAS and NVRTC from instead of
 	// searching (the loader path, /usr/local/cuda*, JetPack's folders).

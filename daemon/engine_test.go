@@ -240,9 +240,10 @@ func TestFallbackModel(t *testing.T) {
 }
 
 // TestSamplesRecordThePrecisionComputedIn: a kept sample's record names
-// the precision its engine computed in — the CPU engine's FC precision,
-// and fp32 for another engine whatever the config's precision says (the
-// CUDA engine runs fp32).
+// the precision its engine computed in — what the engine says (the CPU
+// engine its FC precision; the CUDA engine's Precision is tested in
+// model/gpu), and fp32 for an engine that does not say, whatever the
+// config's precision is.
 func TestSamplesRecordThePrecisionComputedIn(t *testing.T) {
 	m, err := model.NewRandom(model.TorchVision, 3, 1)
 	if err != nil {

@@ -113,8 +113,9 @@ func topN(p model.Prediction, labels []string, n int) []fieldset.Scored {
 }
 
 // precisionOf is the precision an engine computes in, for the samples'
-// records: the CPU engine's FC precision, fp32 for any other engine (the
-// CUDA engine runs fp32 whatever the config says).
+// records: what the engine says (the CPU engine its FC weights', the CUDA
+// engine fp16 or fp32 — fp32 where the GPU has no fp16), fp32 for an
+// engine that does not say.
 func precisionOf(e model.Engine) string {
 	if c, ok := e.(interface{ Precision() model.Precision }); ok {
 		return string(c.Precision())

@@ -6,7 +6,9 @@ import "fmt"
 // weights. The FC layers hold 90% of AlexNet's weights (219 MB in fp32) and,
 // for one image, every weight is read once per inference: their time is
 // memory bandwidth. Reduced precision shrinks what is read; activations
-// and accumulation stay fp32, and the convolutions are unchanged.
+// and accumulation stay fp32, and the convolutions are unchanged. The CUDA
+// engine knows fp32 and fp16 (see model/gpu.New); it runs the others in
+// fp32.
 type Precision string
 
 const (

@@ -60,4 +60,16 @@ mutant cublas-handle-leak model/gpu/device.go \
 mutant shared-memory-kernel model/gpu/kernels.cu \
   's/(__global__ void relu\(float\* x, long long n\) \{)/$1 __shared__ float tile[32]; (void)tile;/' \
   'TestCUDAMatchesCPU/torchvision/batch1$'
+mutant gemmex-compute-type model/gpu/cudalib/cudalib.go \
+  's/ComputeF32  = 68/ComputeF32  = 64/' \
+  'TestCUDAFP16MatchesCPU'
+mutant half-conv-wrong-ldb model/gpu/device.go \
+  's/kk, colH, p, off\(yj/kk, colH, kk, off(yj/' \
+  'TestCUDAFP16LayersExact/sm_87/torchvision'
+mutant half-rounding-up model/gpu/kernels.cu \
+  's/a \+= 0xfffu \+ \(\(a >> 13\) & 1u\);/a += 0x1000u;/' \
+  'TestCUDAHalfConversion'
+mutant half-scale-index model/gpu/kernels.cu \
+  's/long long o = i % out; y\[i\] = s\[o\]/long long o = i % out; y[i] = s[i \/ out]/' \
+  'TestCUDAFP16LayersExact/sm_87/torchvision'
 exit $missed

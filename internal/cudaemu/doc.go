@@ -24,7 +24,11 @@
 //   - cuBLAS is a shared library built at setup (libcublas.so.11/12/13,
 //     with the real libraries' version nodes) whose Sgemm runs OpenBLAS in
 //     column-major order after cuBLAS's own argument checks plus bounds
-//     checks of every operand.
+//     checks of every operand. Its GemmEx checks the same and cuBLAS's
+//     table of type and compute-type combinations (NOT_SUPPORTED outside
+//     it), and computes fp16 inputs exactly widened to fp32 with fp32 sums,
+//     as a GPU's fp16 products with fp32 accumulation do (other supported
+//     combinations answer NOT_SUPPORTED, saying the fake lacks them).
 //   - A sticky error (illegal address…) can be injected to test recovery.
 //
 // What it cannot prove: timing, occupancy, real memory limits, races

@@ -51,3 +51,30 @@ func BF16FromFloat32(v float32) uint16 {
 	b += 0x7fff + (b>>16)&1
 	return uint16(b >> 16)
 }
+
+// FromFloat32Rows converts a rows×cols row-major matrix to fp16 with one
+// scale per row: h[r][c] = fp16(w[r][c] / scale[r]) with scale[r] the
+// row's largest magnitude (0 for a row of zeros, whose halves are 0), so
+// w ≈ scale[r]·h[r][c]. Scaling each row to [−1, 1] keeps small weights
+// (fully connected layers' are mostly below 0.01) clear of fp16's
+// subnormals, where they would lose significant bits. It is the one
+// definition of the engines' fp16 weights: the CPU's FC kernel and the
+// CUDA engine's half-precision GEMMs read the same halves.
+func FromFloat32Rows(w []float32, rows, cols int) (h []uint16, scale []float32) {
+	h, scale = make([]uint16, rows*cols), make([]float32, rows)
+	for r := 0; r < rows; r++ {
+		row := w[r*cols : (r+1)*cols]
+		var m float32
+		for _, v := range row {
+			m = max(m, float32(math.Abs(float64(v))))
+		}
+		if m == 0 {
+			continue
+		}
+		scale[r] = m
+		for i, v := range row {
+			h[r*cols+i] = FromFloat32(v / m)
+		}
+	}
+	return h, scale
+}

@@ -68,3 +68,36 @@ func TestRounding(t *testing.T) {
 		}
 	}
 }
+
+// TestFromFloat32Rows: each row is scaled by its largest magnitude, a zero
+// row stays zero with scale 0, and scale·half gives the weights back to
+// fp16's relative precision — including weights far below fp16's smallest
+// normal, which unscaled halves would flush towards zero.
+func TestFromFloat32Rows(t *testing.T) {
+	w := []float32{
+		0.5, -0.25, 0.125, 1e-6, // max 0.5
+		0, 0, 0, 0,
+		3e-7, -1e-7, 2e-8, 1.5e-7, // tiny: below 2⁻¹⁴ ≈ 6.1e-5 throughout
+	}
+	h, scale := FromFloat32Rows(w, 3, 4)
+	if want := []float32{0.5, 0, 3e-7}; scale[0] != want[0] || scale[1] != want[1] || scale[2] != want[2] {
+		t.Fatalf("scales %v, want %v", scale, want)
+	}
+	if h[0] != 0x3c00 || h[1] != 0xb800 { // 1.0 and -0.5
+		t.Errorf("row 0 starts %#x %#x, want 0x3c00 0xb800", h[0], h[1])
+	}
+	for i := 4; i < 8; i++ {
+		if h[i] != 0 {
+			t.Errorf("zero row: half %d is %#x", i, h[i])
+		}
+	}
+	for i, v := range w {
+		got := scale[i/4] * ToFloat32(h[i])
+		if d := math.Abs(float64(got - v)); d > math.Abs(float64(scale[i/4]))*0x1p-11 {
+			t.Errorf("weight %d: %g comes back as %g", i, v, got)
+		}
+	}
+	if unscaled := ToFloat32(FromFloat32(2e-8)); unscaled != 0 {
+		t.Errorf("2e-8 as a plain half is %g: the test's premise (it flushes to zero) is wrong", unscaled)
+	}
+}

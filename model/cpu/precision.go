@@ -30,13 +30,11 @@ func quantizeFC(p model.Precision, w []float32, out, in int) *qfc {
 		for i, v := range w {
 			q.h[i] = toBF16(v)
 		}
-	case model.FP16, model.INT8:
+	case model.FP16:
+		q.h, q.scale = half.FromFloat32Rows(w, out, in)
+	case model.INT8:
 		q.scale = make([]float32, out)
-		if p == model.FP16 {
-			q.h = make([]uint16, len(w))
-		} else {
-			q.i8 = make([]int8, len(w))
-		}
+		q.i8 = make([]int8, len(w))
 		for o := 0; o < out; o++ {
 			row := w[o*in : (o+1)*in]
 			var m float32
@@ -44,13 +42,6 @@ func quantizeFC(p model.Precision, w []float32, out, in int) *qfc {
 				m = max(m, float32(math.Abs(float64(v))))
 			}
 			if m == 0 {
-				continue
-			}
-			if p == model.FP16 {
-				q.scale[o] = m
-				for i, v := range row {
-					q.h[o*in+i] = toFP16(v / m)
-				}
 				continue
 			}
 			s := m / 127

@@ -8,8 +8,12 @@ import (
 )
 
 // New starts the CUDA inference engine for m, which must still have every
-// fp32 weight (the device copies them all). Choosing between it and the
-// CPU is package engine's.
+// fp32 weight (the device copies them all). With opt.Precision fp16 the
+// convolutions and all fully connected layers but the last keep their
+// weights on the device in fp16 and run as fp16 GEMMs with fp32 sums,
+// where the GPU has fp16 arithmetic (5.3 or newer; otherwise fp32, and a
+// warning says why); any other precision is fp32. Choosing between it and
+// the CPU is package engine's.
 func New(m *model.Model, opt model.Options, log *slog.Logger) (model.Engine, error) {
 	if err := m.Whole("CUDA engine"); err != nil {
 		return nil, err

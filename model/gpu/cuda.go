@@ -25,12 +25,25 @@ func newCUDA(m *model.Model, opt model.Options, log *slog.Logger) (model.Engine,
 	if opt.MaxBatch <= 0 {
 		opt.MaxBatch = 8
 	}
+	if log == nil {
+		log = slog.Default()
+	}
 	d, err := lockedOpen(log)
 	if err != nil {
 		return nil, err
 	}
 	defer d.unlock()
-	nt, err := d.newNet(m, opt.MaxBatch)
+	prec := model.FP32
+	if p, _ := model.ParsePrecision(string(opt.Precision)); p == model.FP16 {
+		if why := d.halfSupport(); why != "" {
+			log.Warn("CUDA engine computes in fp32, not the fp16 the configuration asks for", "reason", why)
+		} else {
+			prec = model.FP16
+		}
+	} else if p != model.FP32 && p != "" {
+		log.Info("CUDA engine computes in fp32: it has no "+string(p)+" path (fp16 and fp32 only)", "precision", p)
+	}
+	nt, err := d.newNet(m, opt.MaxBatch, prec)
 	if err != nil {
 		d.release()
 		return nil, err
@@ -73,6 +86,14 @@ func (e *Engine) Close() error {
 }
 
 func (e *Engine) Model() *model.Model { return e.m }
+
+// DeviceBytes is the device memory the engine allocated itself: weights,
+// activations and buffers (the CUDA context and cuBLAS hold more).
+func (e *Engine) DeviceBytes() int64 { return e.d.allocated }
+
+// Precision is what the engine's GEMMs read: fp16 (convolutions and all
+// fully connected layers but the last, with fp32 sums) or fp32.
+func (e *Engine) Precision() model.Precision { return e.prec }
 func (e *Engine) Engine() string      { return e.d.name }
 
 // Failed returns the error that made the engine unusable, or nil.

@@ -49,7 +49,7 @@ func newTrainer(m *model.Model, batch int, opt OptimSettings) (TrainStepper, err
 		d.release()
 		return nil, err
 	}
-	nt, err := d.newNet(m, batch)
+	nt, err := d.newNet(m, batch, model.FP32) // training stays fp32
 	if err != nil {
 		return fail(err)
 	}

@@ -27,7 +27,8 @@ func KernelSource() string { return kernelSource }
 
 var kernelNames = []string{"im2col", "fill_rows", "fill_cols", "relu", "maxpool", "lrn", "softmax",
 	"mul", "relu_bwd", "maxpool_train", "maxpool_bwd", "lrn_train", "lrn_bwd", "col2im",
-	"bias_grad_rows", "bias_grad_cols", "softmax_ce", "sgd"}
+	"bias_grad_rows", "bias_grad_cols", "softmax_ce", "sgd",
+	"im2col_h", "to_half", "scale_bias_rows", "scale_bias_cols"}
 
 var (
 	libMu   sync.Mutex
@@ -49,12 +50,16 @@ func SetLibraryDirs(dirs []string) {
 type device struct {
 	name string
 	arch int // the compute capability the kernels were compiled for
+	cc   int // the device's compute capability (major*10+minor)
 	ctx  cu.CUContext
 	mod  cu.Module
 	fns  map[string]cu.Function
 	libs *cudalib.Libs
 	bl   *cudalib.BLAS
 	bufs []cu.DevicePtr // everything allocated, for release
+	// allocated is the bytes of bufs: the engine's own device memory
+	// (weights, activations, buffers), without the context's and cuBLAS's.
+	allocated int64
 
 	// failed is set once the context is poisoned (a sticky error such as
 	// an illegal address): every later call returns it at once.
@@ -195,7 +200,7 @@ func openDevice(log *slog.Logger) (*device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CUDA context: %w", err)
 	}
-	d := &device{ctx: ctx, fns: map[string]cu.Function{}, libs: libs, arch: arch,
+	d := &device{ctx: ctx, fns: map[string]cu.Function{}, libs: libs, arch: arch, cc: cc,
 		name: fmt.Sprintf("cuda/%s (sm_%d)", name, cc)}
 	if d.mod, err = cu.LoadData(ptx); err != nil {
 		d.release()
@@ -231,6 +236,7 @@ func (d *device) alloc(floats int) (cu.DevicePtr, error) {
 		return 0, fmt.Errorf("GPU memory (%d MB): %w", floats*4>>20, d.check(err))
 	}
 	d.bufs = append(d.bufs, p)
+	d.allocated += int64(max(floats, 1)) * 4
 	return p, nil
 }
 
@@ -275,6 +281,38 @@ func (d *device) enter() (func(), error) {
 	return runtime.UnlockOSThread, nil
 }
 
+// allocHalves allocates room for n 16-bit values.
+func (d *device) allocHalves(n int) (cu.DevicePtr, error) { return d.alloc((n + 1) / 2) }
+
+// uploadHalves copies host halves (bit patterns) to the device.
+func (d *device) uploadHalves(p cu.DevicePtr, h []uint16) error {
+	if len(h) == 0 {
+		return nil
+	}
+	return d.check(cu.MemcpyHtoD(p, unsafe.Pointer(&h[0]), int64(len(h)*2)))
+}
+
+// downloadHalves copies device halves to the host.
+func (d *device) downloadHalves(h []uint16, p cu.DevicePtr) error {
+	if len(h) == 0 {
+		return nil
+	}
+	return d.check(cu.MemcpyDtoH(unsafe.Pointer(&h[0]), p, int64(len(h)*2)))
+}
+
+// halfSupport says why the device cannot run the fp16 GEMMs, or "": fp16
+// arithmetic starts with compute capability 5.3 (the Nano), and the
+// cuBLAS must have cublasGemmEx.
+func (d *device) halfSupport() string {
+	if d.cc < 53 {
+		return fmt.Sprintf("compute capability %d.%d has no fp16 arithmetic (5.3 or newer needed)", d.cc/10, d.cc%10)
+	}
+	if !d.bl.HasGemmEx() {
+		return "this cuBLAS has no cublasGemmEx"
+	}
+	return ""
+}
+
 // upload copies host floats to the device.
 func (d *device) upload(p cu.DevicePtr, x []float32) error {
 	if len(x) == 0 {
@@ -299,6 +337,15 @@ func (d *device) sgemm(tA, tB bool, m, n, k int, a cu.DevicePtr, lda int, b cu.D
 		return d.failed
 	}
 	return d.poisoned(d.bl.Sgemm(tB, tA, n, m, k, 1, uintptr(b), ldb, uintptr(a), lda, beta, uintptr(c), ldc))
+}
+
+// gemmHalf is sgemm's row-major C = op(A)·op(B) with A and B in halves
+// and C in fp32 (beta 0), through cublasGemmEx computing in fp32.
+func (d *device) gemmHalf(tA, tB bool, m, n, k int, a cu.DevicePtr, lda int, b cu.DevicePtr, ldb int, c cu.DevicePtr, ldc int) error {
+	if d.failed != nil {
+		return d.failed
+	}
+	return d.poisoned(d.bl.GemmEx(tB, tA, n, m, k, 1, uintptr(b), cudalib.TypeF16, ldb, uintptr(a), cudalib.TypeF16, lda, 0, uintptr(c), cudalib.TypeF32, ldc))
 }
 
 func (d *device) launch(name string, n int, args ...any) error {
@@ -330,6 +377,8 @@ func (d *device) launch(name string, n int, args ...any) error {
 
 func off(p cu.DevicePtr, floats int) cu.DevicePtr { return p + cu.DevicePtr(floats*4) }
 
+func offHalf(p cu.DevicePtr, halves int) cu.DevicePtr { return p + cu.DevicePtr(halves*2) }
+
 // convForward runs a (grouped) convolution for n images: bias fill, then
 // per group im2col into col and one cuBLAS GEMM.
 func (d *device) convForward(l *model.Layer, in, out model.Shape3, src, dst cu.DevicePtr, n int, w, bias, col cu.DevicePtr) error {
@@ -348,6 +397,30 @@ func (d *device) convForward(l *model.Layer, in, out model.Shape3, src, dst cu.D
 			if err := d.sgemm(false, false, coutG, p, kk, off(w, g*coutG*kk), kk, col, p, 1, off(yj, g*coutG*p), p); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// convForwardHalf is convForward in fp16: per group im2col into halves and
+// one GEMM of the row-scaled half weights into fp32 planes, then each
+// output channel scaled back and its bias added.
+func (d *device) convForwardHalf(l *model.Layer, in, out model.Shape3, src, dst cu.DevicePtr, n int, w halfWeights, bias, colH cu.DevicePtr) error {
+	cinG, coutG := in.C/l.Groups, l.Out/l.Groups
+	kk, p := cinG*l.Kernel*l.Kernel, out.H*out.W
+	il, ol := in.Len(), out.Len()
+	for j := 0; j < n; j++ {
+		xj, yj := off(src, j*il), off(dst, j*ol)
+		for g := 0; g < l.Groups; g++ {
+			if err := d.launch("im2col_h", kk*p, xj, in.H, in.W, g*cinG, cinG, l.Kernel, l.Stride, l.Pad, out.H, out.W, colH); err != nil {
+				return err
+			}
+			if err := d.gemmHalf(false, false, coutG, p, kk, offHalf(w.w, g*coutG*kk), kk, colH, p, off(yj, g*coutG*p), p); err != nil {
+				return err
+			}
+		}
+		if err := d.launch("scale_bias_rows", l.Out*p, yj, w.scale, bias, l.Out, p); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -5,16 +5,73 @@ extern "C" {
 
 #define LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)blockDim.x * gridDim.x)
 
-// col[(c*k*k + ky*k + kx) * oh*ow + oy*ow + ox] = x[c0 + c][oy*s - pad + ky][ox*s - pad + kx]
+// col[(c*k*k + ky*k + kx) * oh*ow + oy*ow + ox] = x[c0 + c][oy*s - pad + ky][ox*s - pad + kx]:
+// entry i of the im2col matrix.
+__device__ static float im2col_at(const float* x, long long h, long long w, long long c0, long long k,
+                                  long long stride, long long pad, long long ow, long long p, long long i) {
+    long long q = i % p, row = i / p;
+    long long kx = row % k, ky = (row / k) % k, c = c0 + row / (k * k);
+    long long iy = (q / ow) * stride - pad + ky, ix = (q % ow) * stride - pad + kx;
+    return (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(c * h + iy) * w + ix] : 0.0f;
+}
+
 __global__ void im2col(const float* x, long long h, long long w, long long c0, long long cin, long long k,
                        long long stride, long long pad, long long oh, long long ow, float* col) {
     long long p = oh * ow;
-    LOOP(i, cin * k * k * p) {
-        long long q = i % p, row = i / p;
-        long long kx = row % k, ky = (row / k) % k, c = c0 + row / (k * k);
-        long long iy = (q / ow) * stride - pad + ky, ix = (q % ow) * stride - pad + kx;
-        col[i] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(c * h + iy) * w + ix] : 0.0f;
+    LOOP(i, cin * k * k * p) { col[i] = im2col_at(x, h, w, c0, k, stride, pad, ow, p, i); }
+}
+
+// ---- half precision (precision: fp16) ----
+// Halves are unsigned short bit patterns converted here with integer
+// arithmetic, so the NVRTC build (any architecture) and the host harness
+// run the same code and need no cuda_fp16.h.
+
+// f2h rounds to the nearest IEEE half, ties to even, as internal/half's
+// FromFloat32 does, except that magnitudes past fp16's largest finite
+// value (65504) saturate to ±65504 instead of becoming ±Inf: an activation
+// that large is already meaningless, an Inf would turn the GEMM's sums
+// into NaN. NaN stays NaN.
+__device__ static unsigned short f2h(float v) {
+    union { float f; unsigned int u; } c;
+    c.f = v;
+    unsigned short sign = (unsigned short)((c.u >> 16) & 0x8000u);
+    unsigned int a = c.u & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7e00u;      // NaN
+    if (a >= 0x477ff000u) return sign | 0x7bffu;     // rounds past 65504 (Inf included)
+    if (a < 0x38800000u) {                           // below 2^-14: a subnormal half
+        unsigned int e = a >> 23;
+        if (e < 102u) return sign;                   // below 2^-25: rounds to zero
+        unsigned int mant = (a & 0x7fffffu) | 0x800000u, shift = 126u - e;
+        unsigned int q = mant >> shift, rem = mant & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
+        if (rem > halfway || (rem == halfway && (q & 1u))) q++;
+        return sign | (unsigned short)q;
     }
+    a += 0xfffu + ((a >> 13) & 1u);
+    return sign | (unsigned short)((a - 0x38000000u) >> 13);
+}
+
+// im2col into halves: the B operand of a convolution's fp16 GEMM.
+__global__ void im2col_h(const float* x, long long h, long long w, long long c0, long long cin, long long k,
+                         long long stride, long long pad, long long oh, long long ow, unsigned short* col) {
+    long long p = oh * ow;
+    LOOP(i, cin * k * k * p) { col[i] = f2h(im2col_at(x, h, w, c0, k, stride, pad, ow, p, i)); }
+}
+
+// y[i] = half(x[i]): a fully connected layer's input for its fp16 GEMM.
+__global__ void to_half(const float* x, unsigned short* y, long long n) {
+    LOOP(i, n) { y[i] = f2h(x[i]); }
+}
+
+// y[r][c] = s[r]·y[r][c] + b[r]: a convolution's output planes after the
+// fp16 GEMM of its row-scaled weights (w ≈ s[r]·half).
+__global__ void scale_bias_rows(float* y, const float* s, const float* b, long long rows, long long cols) {
+    LOOP(i, rows * cols) { long long r = i / cols; y[i] = s[r] * y[i] + b[r]; }
+}
+
+// y[i][o] = s[o]·y[i][o] + b[o]: a fully connected layer's n outputs after
+// its fp16 GEMM.
+__global__ void scale_bias_cols(float* y, const float* s, const float* b, long long n, long long out) {
+    LOOP(i, n * out) { long long o = i % out; y[i] = s[o] * y[i] + b[o]; }
 }
 
 // y[r][c] = b[r] for a rows×cols block (conv output planes).

@@ -42,6 +42,7 @@ const char *lw_cublas_open(lw_cublas *b, const char *file, char *err, size_t err
 	BIND(b->destroy, lib, "cublasDestroy_v2");
 	BIND(b->sgemm, lib, "cublasSgemm_v2");
 	*(void **)(&b->get_property) = dlsym(lib, "cublasGetProperty"); // optional
+	*(void **)(&b->gemm_ex) = dlsym(lib, "cublasGemmEx");           // optional: fp16 GEMMs
 	return NULL;
 }
 
@@ -71,6 +72,16 @@ int lw_sgemm(lw_cublas *b, void *h, int ta, int tb, int m, int n, int k, float a
              unsigned long long B, int ldb, float beta, unsigned long long C, int ldc) {
 	return b->sgemm(h, ta, tb, m, n, k, &alpha, (const float *)(uintptr_t)A, lda, (const float *)(uintptr_t)B, ldb, &beta,
 	                (float *)(uintptr_t)C, ldc);
+}
+
+// Alpha and beta are floats: the compute types Leafwatch passes (32F)
+// take fp32 scalars.
+int lw_gemm_ex(lw_cublas *b, void *h, int ta, int tb, int m, int n, int k, float alpha, unsigned long long A, int atype,
+               int lda, unsigned long long B, int btype, int ldb, float beta, unsigned long long C, int ctype, int ldc,
+               int compute, int algo) {
+	if (!b->gemm_ex) return 15; // CUBLAS_STATUS_NOT_SUPPORTED
+	return b->gemm_ex(h, ta, tb, m, n, k, &alpha, (const void *)(uintptr_t)A, atype, lda, (const void *)(uintptr_t)B, btype,
+	                  ldb, &beta, (void *)(uintptr_t)C, ctype, ldc, compute, algo);
 }
 
 int lw_nvrtc_compile(lw_nvrtc *n, const char *src, const char *name, int nopts, char **opts, void **prog) {

@@ -396,22 +396,56 @@ func (b *BLAS) Close() error {
 	return nil
 }
 
+// op is cuBLAS's operation for a transposed or plain operand.
+func op(t bool) C.int {
+	if t {
+		return 1 // CUBLAS_OP_T
+	}
+	return 0 // CUBLAS_OP_N
+}
+
 // Sgemm is cuBLAS's column-major C = alpha·op(A)·op(B) + beta·C on device
 // pointers.
 func (b *BLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a uintptr, lda int, bb uintptr, ldb int, beta float32, c uintptr, ldc int) error {
 	if b.h == nil {
 		return errors.New("cuBLAS handle used after Close")
 	}
-	op := func(t bool) C.int {
-		if t {
-			return 1 // CUBLAS_OP_T
-		}
-		return 0 // CUBLAS_OP_N
-	}
 	r := C.lw_sgemm(b.l.blas, b.h, op(transA), op(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
 		C.ulonglong(a), C.int(lda), C.ulonglong(bb), C.int(ldb), C.float(beta), C.ulonglong(c), C.int(ldc))
 	if r != 0 {
 		return fmt.Errorf("cublasSgemm(m=%d n=%d k=%d lda=%d ldb=%d ldc=%d): %w", m, n, k, lda, ldb, ldc, StatusError(r))
+	}
+	return nil
+}
+
+// cuBLAS's enumerations for GemmEx (library_types.h, cublas_api.h; the
+// same numbers from CUDA 11 to 13).
+const (
+	TypeF32 = 0 // CUDA_R_32F
+	TypeF16 = 2 // CUDA_R_16F
+
+	// ComputeF32 is CUBLAS_COMPUTE_32F: products and sums in fp32, the
+	// inputs as they are (fp16 inputs run on tensor cores where the GPU has
+	// them). Not ..._FAST_16F, which may round fp32 inputs down.
+	ComputeF32  = 68
+	algoDefault = -1 // CUBLAS_GEMM_DEFAULT
+)
+
+// HasGemmEx reports whether the library has cublasGemmEx.
+func (b *BLAS) HasGemmEx() bool { return b.l.blas.gemm_ex != nil }
+
+// GemmEx is cuBLAS's mixed-precision column-major C = alpha·op(A)·op(B) +
+// beta·C with A, B and C of types at, bt and ct (TypeF16 or TypeF32),
+// computed in fp32 (ComputeF32) with the default algorithm.
+func (b *BLAS) GemmEx(transA, transB bool, m, n, k int, alpha float32, a uintptr, at, lda int, bb uintptr, bt, ldb int, beta float32, c uintptr, ct, ldc int) error {
+	if b.h == nil {
+		return errors.New("cuBLAS handle used after Close")
+	}
+	r := C.lw_gemm_ex(b.l.blas, b.h, op(transA), op(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
+		C.ulonglong(a), C.int(at), C.int(lda), C.ulonglong(bb), C.int(bt), C.int(ldb), C.float(beta), C.ulonglong(c), C.int(ct), C.int(ldc),
+		C.int(ComputeF32), C.int(algoDefault))
+	if r != 0 {
+		return fmt.Errorf("cublasGemmEx(m=%d n=%d k=%d lda=%d ldb=%d ldc=%d types %d/%d/%d compute %d): %w", m, n, k, lda, ldb, ldc, at, bt, ct, ComputeF32, StatusError(r))
 	}
 	return nil
 }

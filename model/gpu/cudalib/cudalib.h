@@ -13,6 +13,11 @@ typedef struct {
 	int (*sgemm)(void *handle, int transa, int transb, int m, int n, int k, const float *alpha,
 	             const float *A, int lda, const float *B, int ldb, const float *beta, float *C, int ldc);
 	int (*get_property)(int type, int *value);
+	// cublasGemmEx (CUDA 11+ prototype: the compute type is a
+	// cublasComputeType_t); optional, NULL when the library lacks it.
+	int (*gemm_ex)(void *handle, int transa, int transb, int m, int n, int k, const void *alpha, const void *A,
+	               int Atype, int lda, const void *B, int Btype, int ldb, const void *beta, void *C, int Ctype, int ldc,
+	               int computeType, int algo);
 } lw_cublas;
 
 typedef struct {
@@ -39,5 +44,8 @@ const char *lw_nvrtc_open(lw_nvrtc *n, const char *file, char *err, size_t errle
 
 int lw_sgemm(lw_cublas *b, void *h, int ta, int tb, int m, int n, int k, float alpha, unsigned long long A, int lda,
              unsigned long long B, int ldb, float beta, unsigned long long C, int ldc);
+int lw_gemm_ex(lw_cublas *b, void *h, int ta, int tb, int m, int n, int k, float alpha, unsigned long long A, int atype,
+               int lda, unsigned long long B, int btype, int ldb, float beta, unsigned long long C, int ctype, int ldc,
+               int compute, int algo);
 int lw_nvrtc_compile(lw_nvrtc *n, const char *src, const char *name, int nopts, char **opts, void **prog);
 #endif

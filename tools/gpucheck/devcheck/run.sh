@@ -4,7 +4,7 @@
 #   bash run.sh            # logs to $OUT (or ./devcheck-out)
 # It needs the NVIDIA driver (libcuda.so.1); cuBLAS and NVRTC of any CUDA
 # release from 11.4 to 13 (found below); optionally compute-sanitizer and
-# PyTorch with torchvision. No Go, no network. Finishes within 5 minutes.
+# PyTorch with torchvision. No Go, no network. Finishes within 10 minutes.
 set -uo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-$PWD/devcheck-out}
@@ -66,9 +66,10 @@ if grep -q -- '--- SKIP: TestCUDAMatchesCPU' "$OUT/cuda-tests.log"; then
   say "   the CUDA tests skipped: no usable device (see cuda-tests.log)"; status=1
 fi
 
-# 2. gpucheck: device, libraries bound, ms/image at batch 1, 8, 32.
-step gpucheck 90 ./gpucheck -batches 1,8,32 -reps 20 -out "$OUT" -save-model "$TMP/torchvision.safetensors" || status=1
-grep -E 'on cuda|batch|PASS|FAIL|CUDA device opened' "$OUT/gpucheck.log" | tee -a "$SUMMARY"
+# 2. gpucheck: device, libraries bound; fp32 and fp16 against the CPU
+#    engine, ms/image at batch 1, 8, 32 and device memory of each.
+step gpucheck 150 ./gpucheck -batches 1,8,32 -reps 20 -out "$OUT" -save-model "$TMP/torchvision.safetensors" || status=1
+grep -E 'on cuda|batch|PASS|FAIL|CUDA device opened|computes in' "$OUT/gpucheck.log" | tee -a "$SUMMARY"
 
 # 3. compute-sanitizer memcheck on one small case.
 if command -v compute-sanitizer >/dev/null; then
@@ -89,11 +90,12 @@ case $? in
   *) say "   CUDA fails with W^X memory refused (gpucheck-wx.log): CUDA builds need MemoryDenyWriteExecute=no" ;;
 esac
 
-# 4. PyTorch eager with the same torchvision weights on the same card.
+# 4. PyTorch eager with the same torchvision weights on the same card, in
+#    fp32 and fp16, with the ratios and device memory.
 if [ -s "$TMP/torchvision.safetensors" ] && python3 -c 'import torch, torchvision' 2>/dev/null; then
   step torch 90 python3 torch_compare.py "$TMP/torchvision.safetensors" "$OUT/gpucheck.json" || status=1
   tee -a "$SUMMARY" <"$OUT/torch.log" >/dev/null
-  grep -E 'ms/image|ratio|agree|max' "$OUT/torch.log"
+  grep -E 'ms/image|ratio|agree|max|memory|==' "$OUT/torch.log"
 else
   say "-- torch: PyTorch with torchvision (or the saved model) not available; skipped"
 fi
