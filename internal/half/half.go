@@ -4,7 +4,11 @@
 // BF16 tensors).
 package half
 
-import "math"
+import (
+	"math"
+	"runtime"
+	"sync"
+)
 
 // ToFloat32 widens an IEEE half exactly: zeros, subnormals, normals, ±Inf
 // and NaN (payload kept). For finite halves it is the CPU engine's C
@@ -62,7 +66,24 @@ func BF16FromFloat32(v float32) uint16 {
 // CUDA engine's half-precision GEMMs read the same halves.
 func FromFloat32Rows(w []float32, rows, cols int) (h []uint16, scale []float32) {
 	h, scale = make([]uint16, rows*cols), make([]float32, rows)
-	for r := 0; r < rows; r++ {
+	// Rows are independent: split them over the cores (fc6 is 38 M weights,
+	// converted at every model load: a device's start waits for it).
+	workers := min(runtime.GOMAXPROCS(0), max(1, rows*cols/(1<<18)))
+	var wg sync.WaitGroup
+	for k := 0; k < workers; k++ {
+		r0, r1 := rows*k/workers, rows*(k+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fromFloat32Rows(w, cols, h, scale, r0, r1)
+		}()
+	}
+	wg.Wait()
+	return h, scale
+}
+
+func fromFloat32Rows(w []float32, cols int, h []uint16, scale []float32, r0, r1 int) {
+	for r := r0; r < r1; r++ {
 		row := w[r*cols : (r+1)*cols]
 		var m float32
 		for _, v := range row {
@@ -72,9 +93,9 @@ func FromFloat32Rows(w []float32, rows, cols int) (h []uint16, scale []float32) 
 			continue
 		}
 		scale[r] = m
+		out := h[r*cols : (r+1)*cols]
 		for i, v := range row {
-			h[r*cols+i] = FromFloat32(v / m)
+			out[i] = FromFloat32(v / m)
 		}
 	}
-	return h, scale
 }

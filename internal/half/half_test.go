@@ -101,3 +101,26 @@ func TestFromFloat32Rows(t *testing.T) {
 		t.Errorf("2e-8 as a plain half is %g: the test's premise (it flushes to zero) is wrong", unscaled)
 	}
 }
+
+// TestFromFloat32RowsSplit: split over the cores, the conversion gives the
+// serial one's halves and scales.
+func TestFromFloat32RowsSplit(t *testing.T) {
+	const rows, cols = 1000, 700
+	w := make([]float32, rows*cols)
+	for i := range w {
+		w[i] = float32(math.Sin(float64(i))) * float32(1+i%13) * 1e-3
+	}
+	h, scale := FromFloat32Rows(w, rows, cols)
+	hs, ss := make([]uint16, rows*cols), make([]float32, rows)
+	fromFloat32Rows(w, cols, hs, ss, 0, rows)
+	for i := range hs {
+		if h[i] != hs[i] {
+			t.Fatalf("half %d: %#x split, %#x serial", i, h[i], hs[i])
+		}
+	}
+	for r := range ss {
+		if scale[r] != ss[r] {
+			t.Fatalf("scale %d: %g split, %g serial", r, scale[r], ss[r])
+		}
+	}
+}
