@@ -134,7 +134,7 @@ test-short: deps
 # Benchmarks run as OpenBLAS detects the CPU; set OPENBLAS_CORETYPE (e.g.
 # SkylakeX, Haswell) to compare kernels when it falls back to Prescott.
 bench: deps
-	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia|TrainStep' -benchtime 5x ./model/cpu/ && \
+	@{ $(GO) test -run XXX -bench 'Forward|VsGorgonia|TrainStep|SpinGrace' -benchtime 5x ./model/cpu/ && \
 	   $(GO) test -run XXX -bench VsOpenCVDNN -benchtime 5x ./model/dnncheck/ && \
 	   LEAFWATCH_ONNXRUNTIME_LIB=$$(scripts/onnxruntime.sh) $(GO) test -tags onnxruntime -run Agrees -bench VsONNXRuntime -benchtime 20x ./model/ortcheck/ && \
 	   $(GO) test -run XXX -bench SteadyStateRSS -benchtime 1x ./model/cpu/ && \

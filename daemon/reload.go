@@ -124,7 +124,11 @@ func (d *Daemon) swapIn(c model.Engine, modTime time.Time) {
 		// it holds in another form; hand that memory back now rather than
 		// at a GC that may be far away (a reload's retire does the same).
 		debug.FreeOSMemory()
-		d.log.Info("model loaded", "path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "precision", precisionOf(c), "blas", cpu.BLASInfo())
+		attrs := []any{"path", d.cfg.Model, "version", m.Meta.Version, "variant", m.Spec.Variant, "classes", m.Spec.Classes, "engine", c.Engine(), "precision", precisionOf(c)}
+		if _, onCPU := c.(*cpu.Classifier); onCPU {
+			attrs = append(attrs, "blas", cpu.BLASInfo(), "threads", cpu.ThreadsInfo())
+		}
+		d.log.Info("model loaded", attrs...)
 		if note := cpu.BLASTuneNote(); note != "" {
 			d.log.Info(note)
 		}

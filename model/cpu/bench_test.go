@@ -67,7 +67,7 @@ func benchForward(b *testing.B, v model.Variant, batch int, prec model.Precision
 }
 
 func BenchmarkForward(b *testing.B) {
-	fmt.Println("blas:", BLASInfo())
+	fmt.Println("blas:", BLASInfo(), "threads:", ThreadsInfo())
 	for _, v := range model.Variants() {
 		for _, n := range []int{1, 8} {
 			for _, p := range []model.Precision{model.FP32, model.FP16, model.BF16, model.INT8} {

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/leafwatch/leafwatch/model"
 )
@@ -132,6 +133,9 @@ var (
 	poolOnce  sync.Once
 	poolJobs  chan piece
 	poolWidth int
+	// wakeMeasured is measureWake's answer when the pool started (0 on
+	// one core, where nothing spins), for logs and benchmarks.
+	wakeMeasured time.Duration
 	// wgFree holds the WaitGroups of splits in flight. A free list, not a
 	// sync.Pool: a pool may drop what it holds at any GC (and randomly
 	// under -race), which would allocate in the middle of an inference.
@@ -147,6 +151,10 @@ func workers() int {
 		wgFree = make(chan *split, 64)
 		for range cap(wgFree) {
 			wgFree <- new(split)
+		}
+		if poolWidth > 1 {
+			wakeMeasured = measureWake()
+			spinGrace = spinGraceFor(wakeMeasured)
 		}
 		for i := 1; i < poolWidth; i++ { // the caller runs a piece too
 			go worker()

@@ -1,6 +1,8 @@
 package cpu
 
 import (
+	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 	_ "unsafe" // go:linkname
@@ -24,8 +26,72 @@ import (
 var spinBatch = 2
 
 // spinGrace bounds one spin: a worker's wait for its next piece, or a
-// caller's for the rest of its split, before parking as usual.
-const spinGrace = 200 * time.Microsecond
+// caller's for the rest of its split, before parking as usual. It was 200
+// µs, tuned to this VM's wake-ups; a machine wakes its threads faster or
+// slower, so it is twice the wake-up measured when the pool starts
+// (measureWake), within [minSpin, maxSpin]: long enough to cover one
+// wake-up, and no longer than spinning can save.
+var spinGrace = 200 * time.Microsecond
+
+const (
+	minSpin = 20 * time.Microsecond
+	maxSpin = 500 * time.Microsecond
+)
+
+// ThreadsInfo says how the engine's threads wait, for logs: the pool's
+// width, the wake-up measured when it started and the spin bound chosen.
+func ThreadsInfo() string {
+	w := workers()
+	if w < 2 {
+		return "1 thread"
+	}
+	return fmt.Sprintf("%d threads, wake-up %v, spin %v", w, wakeMeasured.Round(time.Microsecond), spinGrace)
+}
+
+// spinGraceFor is the spin bound for a measured wake-up.
+func spinGraceFor(wake time.Duration) time.Duration {
+	return min(max(2*wake, minSpin), maxSpin)
+}
+
+// measureWake is how long a parked goroutine takes to start
+// running on another thread while the sender keeps its own busy — what a
+// worker's piece waits before it starts, as the caller runs its own piece
+// meanwhile — each after a pause long enough for the runtime to put its
+// idle threads to sleep (as the engine's workers sleep between frames):
+// 87–200 µs on the VM the engine was first tuned on (a futex wake of an
+// idle virtual CPU), a few µs on bare metal. About 25 ms, once, when the
+// pool starts.
+func measureWake() time.Duration {
+	const rounds = 40
+	start := make(chan time.Time)
+	var lat atomic.Int64
+	go func() {
+		for t0 := range start {
+			lat.Store(int64(time.Since(t0)))
+		}
+	}()
+	got := make([]time.Duration, rounds)
+	for i := range got {
+		time.Sleep(500 * time.Microsecond)
+		lat.Store(0)
+		t0 := time.Now()
+		start <- t0
+		// Busy, as a caller running its piece is, so the receiver must
+		// start on another thread; bounded for a machine that has none.
+		for lat.Load() == 0 && time.Since(t0) < 20*time.Millisecond {
+			procyield(20)
+		}
+		got[i] = time.Duration(lat.Load())
+		if got[i] == 0 {
+			got[i] = time.Since(t0)
+		}
+	}
+	close(start)
+	// The fastest: on this VM wake-ups come in two modes, 80–180 µs and
+	// 2.8–2.9 ms, in phases of the host that last tens of milliseconds; a
+	// spin cannot bridge the slow mode, so the fast one sets it.
+	return slices.Min(got)
+}
 
 // spinners counts the forward passes in flight that spin.
 var spinners atomic.Int32

@@ -86,6 +86,7 @@ func (e *Engine) Close() error {
 }
 
 func (e *Engine) Model() *model.Model { return e.m }
+func (e *Engine) Engine() string      { return e.d.name }
 
 // DeviceBytes is the device memory the engine allocated itself: weights,
 // activations and buffers (the CUDA context and cuBLAS hold more).
@@ -94,7 +95,6 @@ func (e *Engine) DeviceBytes() int64 { return e.d.allocated }
 // Precision is what the engine's GEMMs read: fp16 (convolutions and all
 // fully connected layers but the last, with fp32 sums) or fp32.
 func (e *Engine) Precision() model.Precision { return e.prec }
-func (e *Engine) Engine() string      { return e.d.name }
 
 // Failed returns the error that made the engine unusable, or nil.
 func (e *Engine) Failed() error {

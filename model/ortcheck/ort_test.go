@@ -147,15 +147,22 @@ func TestONNXRuntimeAgrees(t *testing.T) {
 
 // BenchmarkVsONNXRuntime runs our engine and onnxruntime on the same
 // exported weights and input, in alternating blocks in one process, and reports
-// ms/image for each and the ratio (below 1: ours is faster).
+// ms/image for each and the ratio (below 1: ours is faster); at batch 1
+// also the machine's floor (cpu.MeasureFloor) and each time's ratio to it.
 func BenchmarkVsONNXRuntime(b *testing.B) {
 	needORT(b)
-	fmt.Println("blas:", cpu.BLASInfo(), "onnxruntime:", ort.GetVersion(), "threads:", runtime.NumCPU())
+	fmt.Println("blas:", cpu.BLASInfo(), "onnxruntime:", ort.GetVersion(), "threads:", runtime.NumCPU(), "ours:", cpu.ThreadsInfo())
 	for _, v := range model.Variants() {
 		for _, n := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/batch%d", v, n), func(b *testing.B) {
-				peertest.FreshHeap()
 				m := peertest.Model(b, v)
+				// At batch 1 the floor too: FC weights at the measured read
+				// bandwidth plus the convolutions at the best GEMM rate.
+				var floor32, floor16 cpu.Floor
+				if n == 1 {
+					floor32, floor16 = cpu.MeasureFloor(m, model.FP32), cpu.MeasureFloor(m, model.FP16)
+				}
+				peertest.FreshHeap()
 				s := newSession(b, m, n)
 				defer s.close()
 				x := peertest.Input(n*m.InputLen(), 1)
@@ -198,6 +205,15 @@ func BenchmarkVsONNXRuntime(b *testing.B) {
 				b.ReportMetric(mp, "ort_ms/image")
 				b.ReportMetric(mo/mp, "ratio_ours/ort")
 				b.ReportMetric(m16/mp, "ratio_fp16/ort")
+				if n == 1 {
+					b.ReportMetric(floor32.ReadGBps, "read_GB/s")
+					b.ReportMetric(floor32.GEMMGFLOPs, "gemm_GFLOP/s")
+					b.ReportMetric(floor32.MS(), "floor_ms")
+					b.ReportMetric(floor16.MS(), "floor_fp16_ms")
+					b.ReportMetric(mo/floor32.MS(), "ours/floor")
+					b.ReportMetric(m16/floor16.MS(), "fp16/floor_fp16")
+					b.ReportMetric(mp/floor32.MS(), "ort/floor")
+				}
 			})
 		}
 	}
