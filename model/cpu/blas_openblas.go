@@ -54,13 +54,18 @@ func blasSingleThread() { C.openblas_set_num_threads(1) }
 // on this Zen 4 (Cooperlake kernels) ran 87 → 106 GFLOP/s warm and 56 →
 // 67 with the filters cold. 0 where the kernels are absent or unmeasured:
 // there, splitting only adds calls. A variable so tests can force either.
-var blasSmallGEMM = sync.OnceValue(func() int {
-	switch C.GoString(C.openblas_get_corename()) {
+var blasSmallGEMM = sync.OnceValue(func() int { return smallGEMMFor(blasCoreName()) })
+
+// smallGEMMFor is blasSmallGEMM for an OpenBLAS kernel name: the choice
+// follows the kernel OpenBLAS runs (which TuneBLAS chose by the CPU's
+// features), not the machine it was measured on.
+func smallGEMMFor(core string) int {
+	switch core {
 	case "SkylakeX", "Cooperlake", "SapphireRapids":
 		return 100 * 100 * 100
 	}
 	return 0
-})
+}
 
 // BLASInfo describes the GEMM in use: the library and, for OpenBLAS, the
 // CPU kernel it selected at load time.
