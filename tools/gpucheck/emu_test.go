@@ -61,3 +61,25 @@ func TestCheckOnTheHarness(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckOnAnOldGPU: on a GPU without fp16 arithmetic (5.2) the fp16
+// rows are skipped, not failed: the engine runs fp32 there by design.
+func TestCheckOnAnOldGPU(t *testing.T) {
+	cudaemu.Configure(cudaemu.Device{Major: 5, Minor: 2})
+	defer cudaemu.Configure(cudaemu.Device{})
+	rep, err := check([]int{1}, 1, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Pass || len(rep.Results) != 2 {
+		t.Fatalf("pass %v with %d results, want a pass with the two fp32 rows", rep.Pass, len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		if r.Precision != "fp32" {
+			t.Errorf("a %s row on a 5.2 GPU", r.Precision)
+		}
+	}
+	if len(rep.ProbeFP16) != 0 {
+		t.Error("an fp16 probe from a GPU that computed fp32")
+	}
+}

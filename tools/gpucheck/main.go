@@ -196,7 +196,10 @@ func checkEngine(rep *Report, m *model.Model, prec model.Precision, sizes []int,
 		devMB = float64(d.DeviceBytes()) / 1e6
 	}
 	if p, ok := e.(interface{ Precision() model.Precision }); ok && p.Precision() != prec {
-		return fmt.Errorf("the CUDA engine computes in %s where %s was asked for (see the log)", p.Precision(), prec)
+		// A GPU older than 5.3 has no fp16 arithmetic: the engine runs
+		// fp32 there by design (and warned why in the log).
+		fmt.Printf("%s %s: skipped, the CUDA engine computes in %s on this GPU (see the warning above)\n", m.Spec.Variant, prec, p.Precision())
+		return nil
 	}
 	ref := cpu.NewClassifier(m, model.Options{MaxBatch: 8, Precision: prec})
 	fmt.Printf("%s %s on %s (opened in %.2f s, %.0f MB of device memory)\n", m.Spec.Variant, prec, e.Engine(), open, devMB)
