@@ -45,7 +45,7 @@ func ThreadsInfo() string {
 	if w < 2 {
 		return "1 thread"
 	}
-	return fmt.Sprintf("%d threads, wake-up %v, spin %v", w, wakeMeasured.Round(time.Microsecond), spinGrace)
+	return fmt.Sprintf("%d threads, wake-up %v, spin %v", w, wakeMeasured.Round(time.Microsecond), spinGrace.Round(time.Microsecond))
 }
 
 // spinGraceFor is the spin bound for a measured wake-up.
