@@ -223,16 +223,7 @@ func TestCUDALayersMatchCPU(t *testing.T) {
 				in := x
 				for i, l := range m.Spec.Layers {
 					want := slices.Clone(s.Range(in, n, i, i+1))
-					if err := e.d.upload(e.acts[i], in); err != nil {
-						t.Fatal(err)
-					}
-					if err := e.layer(i, n); err != nil {
-						t.Fatalf("layer %d (%s %s): %v", i, l.Kind, l.Name, err)
-					}
-					got := make([]float32, len(want))
-					if err := e.d.download(got, e.acts[i+1]); err != nil {
-						t.Fatal(err)
-					}
+					got := runLayer(t, e, i, n, in, len(want))
 					if d := relDiff(got, want); d > 1e-5 || math.IsNaN(d) {
 						t.Fatalf("layer %d (%s %s) differs from the CPU by %.3g relative", i, l.Kind, l.Name, d)
 					}
@@ -241,6 +232,24 @@ func TestCUDALayersMatchCPU(t *testing.T) {
 			})
 		}
 	}
+}
+
+// runLayer runs layer i of e alone on n images of input in (host) and
+// returns its output's first outLen values. The device must be entered.
+func runLayer(t *testing.T, e *Engine, i, n int, in []float32, outLen int) []float32 {
+	t.Helper()
+	l := e.m.Spec.Layers[i]
+	if err := e.d.upload(e.acts[i], in); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.layer(i, n); err != nil {
+		t.Fatalf("layer %d (%s %s): %v", i, l.Kind, l.Name, err)
+	}
+	got := make([]float32, outLen)
+	if err := e.d.download(got, e.acts[i+1]); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // cpuSGD is train.SGD's arithmetic (the train package imports this one).

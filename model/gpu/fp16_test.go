@@ -166,16 +166,7 @@ func TestCUDAFP16LayersExact(t *testing.T) {
 						}
 					}
 					want := slices.Clone(ref.Range(rounded, n, i, i+1))
-					if err := e.d.upload(e.acts[i], in); err != nil {
-						t.Fatal(err)
-					}
-					if err := e.layer(i, n); err != nil {
-						t.Fatalf("layer %d (%s %s): %v", i, l.Kind, l.Name, err)
-					}
-					got := make([]float32, len(want))
-					if err := e.d.download(got, e.acts[i+1]); err != nil {
-						t.Fatal(err)
-					}
+					got := runLayer(t, e, i, n, in, len(want))
 					if d := relDiff(got, want); d > tol || math.IsNaN(d) {
 						t.Fatalf("layer %d (%s %s, half %v) differs from the CPU's fp16 arithmetic by %.3g relative", i, l.Kind, l.Name, isHalf, d)
 					}

@@ -102,43 +102,75 @@ static int overlaps(const void *a, size_t an, const void *b, size_t bn) {
 	return x < y + bn && y < x + an;
 }
 
+// handle_checks: a live handle used with its own context current. Returns
+// OK with *cur set, or the status cuBLAS answers.
+static int handle_checks(const char *fn, handle_t *h, void **cur) {
+	if (!h || h->magic != MAGIC) return fail(NOT_INITIALIZED, "%s on an invalid or destroyed handle", fn);
+	*cur = api()->current_ctx();
+	if (*cur != h->ctx) return fail(NOT_INITIALIZED, "%s with a current context other than the handle's", fn);
+	int u = api()->ctx_usable(*cur);
+	if (u != 0) return u == 201 || u == 709 ? NOT_INITIALIZED : EXECUTION_FAILED;
+	return OK;
+}
+
+// shape_checks: cuBLAS's INVALID_VALUE rules for a GEMM's operations,
+// sizes, leading dimensions and scalars, in its documented order.
+static int shape_checks(const char *fn, int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc, const void *alpha,
+                        const void *beta) {
+	if (ta < 0 || ta > 2 || tb < 0 || tb > 2) return fail(INVALID_VALUE, "%s transa=%d transb=%d", fn, ta, tb);
+	if (m < 0 || n < 0 || k < 0) return fail(INVALID_VALUE, "%s m=%d n=%d k=%d", fn, m, n, k);
+	int rowsA = ta ? k : m, rowsB = tb ? n : k;
+	if (lda < (rowsA > 1 ? rowsA : 1)) return fail(INVALID_VALUE, "%s lda=%d < %d (rows of A as stored, transa=%d)", fn, lda, rowsA, ta);
+	if (ldb < (rowsB > 1 ? rowsB : 1)) return fail(INVALID_VALUE, "%s ldb=%d < %d (rows of B as stored, transb=%d)", fn, ldb, rowsB, tb);
+	if (ldc < (m > 1 ? m : 1)) return fail(INVALID_VALUE, "%s ldc=%d < m=%d", fn, ldc, m);
+	if (!alpha || !beta) return fail(INVALID_VALUE, "%s alpha or beta is NULL", fn);
+	return OK;
+}
+
+// operand_checks: C (fp32) and, when k > 0, A and B (es-byte elements)
+// inside allocations of ctx, and C overlapping neither.
+static int operand_checks(const char *fn, void *cur, int ta, int tb, int m, int n, int k, const void *A, int lda, const void *B,
+                          int ldb, const void *C, int ldc, size_t es) {
+	char why[64];
+	if (operand(cur, "C", C, 0, m, n, ldc, why)) return fail(INVALID_VALUE, "%s C (m=%d n=%d ldc=%d) is outside its allocation", fn, m, n, ldc);
+	if (k == 0) return OK;
+	if (operand_sized(cur, "A", A, ta, m, k, lda, es, why))
+		return fail(INVALID_VALUE, "%s A (m=%d k=%d lda=%d transa=%d, %zu-byte elements) is outside its allocation", fn, m, k, lda, ta, es);
+	if (operand_sized(cur, "B", B, tb, k, n, ldb, es, why))
+		return fail(INVALID_VALUE, "%s B (k=%d n=%d ldb=%d transb=%d, %zu-byte elements) is outside its allocation", fn, k, n, ldb, tb, es);
+	size_t cb = ((size_t)(n - 1) * ldc + m) * 4;
+	size_t ab = ((size_t)((ta ? m : k) - 1) * lda + (ta ? k : m)) * es;
+	size_t bb = ((size_t)((tb ? k : n) - 1) * ldb + (tb ? n : k)) * es;
+	if (overlaps(C, cb, A, ab) || overlaps(C, cb, B, bb)) return fail(INVALID_VALUE, "%s C overlaps an input operand", fn);
+	return OK;
+}
+
+// scale_only is C = beta·C for the cases cuBLAS reads neither A nor B (k
+// = 0 or alpha = 0); with beta = 0 it does not read C either (fresh device
+// memory holds NaN here).
+static void scale_only(float *C, int m, int n, int ldc, float beta) {
+	for (int j = 0; j < n; j++)
+		for (int i = 0; i < m; i++) C[(size_t)j * ldc + i] = beta == 0 ? 0 : beta * C[(size_t)j * ldc + i];
+}
+
+// zero_c clears C before a product with beta = 0, which must not read it.
+static void zero_c(float *C, int m, int n, int ldc) {
+	for (int j = 0; j < n; j++)
+		for (int i = 0; i < m; i++) C[(size_t)j * ldc + i] = 0;
+}
+
 int cublasSgemm_v2(void *hv, int ta, int tb, int m, int n, int k, const float *alpha, const float *A, int lda,
                    const float *B, int ldb, const float *beta, float *C, int ldc) {
-	handle_t *h = hv;
-	if (!h || h->magic != MAGIC) return fail(NOT_INITIALIZED, "Sgemm on an invalid or destroyed handle");
-	void *cur = api()->current_ctx();
-	if (cur != h->ctx) return fail(NOT_INITIALIZED, "Sgemm with a current context other than the handle's");
-	int u = api()->ctx_usable(cur);
-	if (u != 0) return u == 201 || u == 709 ? NOT_INITIALIZED : EXECUTION_FAILED;
-	if (ta < 0 || ta > 2 || tb < 0 || tb > 2) return fail(INVALID_VALUE, "transa=%d transb=%d", ta, tb);
-	if (m < 0 || n < 0 || k < 0) return fail(INVALID_VALUE, "m=%d n=%d k=%d", m, n, k);
-	int rowsA = ta ? k : m, rowsB = tb ? n : k;
-	if (lda < (rowsA > 1 ? rowsA : 1)) return fail(INVALID_VALUE, "lda=%d < %d (rows of A as stored, transa=%d)", lda, rowsA, ta);
-	if (ldb < (rowsB > 1 ? rowsB : 1)) return fail(INVALID_VALUE, "ldb=%d < %d (rows of B as stored, transb=%d)", ldb, rowsB, tb);
-	if (ldc < (m > 1 ? m : 1)) return fail(INVALID_VALUE, "ldc=%d < m=%d", ldc, m);
-	if (!alpha || !beta) return fail(INVALID_VALUE, "alpha or beta is NULL");
-	if (m == 0 || n == 0) return OK;
-	char why[64];
-	if (operand(cur, "C", C, 0, m, n, ldc, why)) return fail(INVALID_VALUE, "C (m=%d n=%d ldc=%d) is outside its allocation", m, n, ldc);
-	size_t cb = ((size_t)(n - 1) * ldc + m) * 4;
-	if (k > 0) {
-		if (operand(cur, "A", A, ta, m, k, lda, why)) return fail(INVALID_VALUE, "A (m=%d k=%d lda=%d transa=%d) is outside its allocation", m, k, lda, ta);
-		if (operand(cur, "B", B, tb, k, n, ldb, why)) return fail(INVALID_VALUE, "B (k=%d n=%d ldb=%d transb=%d) is outside its allocation", k, n, ldb, tb);
-		size_t ab = ((size_t)((ta ? m : k) - 1) * lda + (ta ? k : m)) * 4;
-		size_t bb = ((size_t)((tb ? k : n) - 1) * ldb + (tb ? n : k)) * 4;
-		if (overlaps(C, cb, A, ab) || overlaps(C, cb, B, bb)) return fail(INVALID_VALUE, "C overlaps an input operand");
-	}
+	void *cur;
+	int r = handle_checks("Sgemm", hv, &cur);
+	if (r == OK) r = shape_checks("Sgemm", ta, tb, m, n, k, lda, ldb, ldc, alpha, beta);
+	if (r != OK || m == 0 || n == 0) return r;
+	if ((r = operand_checks("Sgemm", cur, ta, tb, m, n, k, A, lda, B, ldb, C, ldc, sizeof(float))) != OK) return r;
 	if (k == 0 || *alpha == 0) {
-		// cuBLAS does not read A and B then, and with beta = 0 not C either.
-		for (int j = 0; j < n; j++)
-			for (int i = 0; i < m; i++) C[(size_t)j * ldc + i] = *beta == 0 ? 0 : *beta * C[(size_t)j * ldc + i];
+		scale_only(C, m, n, ldc, *beta);
 		return OK;
 	}
-	if (*beta == 0) {
-		// C may hold NaN (fresh device memory): beta = 0 must not read it.
-		for (int j = 0; j < n; j++)
-			for (int i = 0; i < m; i++) C[(size_t)j * ldc + i] = 0;
-	}
+	if (*beta == 0) zero_c(C, m, n, ldc);
 	cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, *alpha, A, lda, B, ldb,
 	            *beta, C, ldc);
 	return OK;
@@ -219,21 +251,12 @@ static int device_cc(void) {
 // saying the fake does not emulate it.
 int cublasGemmEx(void *hv, int ta, int tb, int m, int n, int k, const void *alpha, const void *A, int atype, int lda,
                  const void *B, int btype, int ldb, const void *beta, void *Cv, int ctype, int ldc, int compute, int algo) {
-	handle_t *h = hv;
-	if (!h || h->magic != MAGIC) return fail(NOT_INITIALIZED, "GemmEx on an invalid or destroyed handle");
-	void *cur = api()->current_ctx();
-	if (cur != h->ctx) return fail(NOT_INITIALIZED, "GemmEx with a current context other than the handle's");
-	int u = api()->ctx_usable(cur);
-	if (u != 0) return u == 201 || u == 709 ? NOT_INITIALIZED : EXECUTION_FAILED;
+	void *cur;
+	int r = handle_checks("GemmEx", hv, &cur);
+	if (r != OK) return r;
 	int cc = device_cc();
 	if (cc && cc < 50) return fail(ARCH_MISMATCH, "GemmEx needs compute capability 5.0 (device %d.%d)", cc / 10, cc % 10);
-	if (ta < 0 || ta > 2 || tb < 0 || tb > 2) return fail(INVALID_VALUE, "GemmEx transa=%d transb=%d", ta, tb);
-	if (m < 0 || n < 0 || k < 0) return fail(INVALID_VALUE, "GemmEx m=%d n=%d k=%d", m, n, k);
-	int rowsA = ta ? k : m, rowsB = tb ? n : k;
-	if (lda < (rowsA > 1 ? rowsA : 1)) return fail(INVALID_VALUE, "GemmEx lda=%d < %d (rows of A as stored, transa=%d)", lda, rowsA, ta);
-	if (ldb < (rowsB > 1 ? rowsB : 1)) return fail(INVALID_VALUE, "GemmEx ldb=%d < %d (rows of B as stored, transb=%d)", ldb, rowsB, tb);
-	if (ldc < (m > 1 ? m : 1)) return fail(INVALID_VALUE, "GemmEx ldc=%d < m=%d", ldc, m);
-	if (!alpha || !beta) return fail(INVALID_VALUE, "GemmEx alpha or beta is NULL");
+	if ((r = shape_checks("GemmEx", ta, tb, m, n, k, lda, ldb, ldc, alpha, beta)) != OK) return r;
 	if (!known_compute(compute)) return fail(INVALID_VALUE, "GemmEx computeType %d is not a cublasComputeType_t", compute);
 	if (!known_algo(algo)) return fail(INVALID_VALUE, "GemmEx algo %d is not a cublasGemmAlgo_t", algo);
 	if (atype != btype || !type_size(atype) || !type_size(ctype) || !supported(compute, atype, ctype))
@@ -244,26 +267,13 @@ int cublasGemmEx(void *hv, int ta, int tb, int m, int n, int k, const void *alph
 	float al = *(const float *)alpha, be = *(const float *)beta;
 	if (m == 0 || n == 0) return OK;
 	size_t es = type_size(atype);
-	char why[64];
-	if (operand(cur, "C", Cv, 0, m, n, ldc, why)) return fail(INVALID_VALUE, "GemmEx C (m=%d n=%d ldc=%d) is outside its allocation", m, n, ldc);
+	if ((r = operand_checks("GemmEx", cur, ta, tb, m, n, k, A, lda, B, ldb, Cv, ldc, es)) != OK) return r;
 	float *C = Cv;
-	size_t cb = ((size_t)(n - 1) * ldc + m) * 4;
-	if (k > 0) {
-		if (operand_sized(cur, "A", A, ta, m, k, lda, es, why)) return fail(INVALID_VALUE, "GemmEx A (m=%d k=%d lda=%d transa=%d, %zu-byte elements) is outside its allocation", m, k, lda, ta, es);
-		if (operand_sized(cur, "B", B, tb, k, n, ldb, es, why)) return fail(INVALID_VALUE, "GemmEx B (k=%d n=%d ldb=%d transb=%d, %zu-byte elements) is outside its allocation", k, n, ldb, tb, es);
-		size_t ab = ((size_t)((ta ? m : k) - 1) * lda + (ta ? k : m)) * es;
-		size_t bb = ((size_t)((tb ? k : n) - 1) * ldb + (tb ? n : k)) * es;
-		if (overlaps(C, cb, A, ab) || overlaps(C, cb, B, bb)) return fail(INVALID_VALUE, "GemmEx C overlaps an input operand");
-	}
-	if (be == 0) {
-		for (int j = 0; j < n; j++)
-			for (int i = 0; i < m; i++) C[(size_t)j * ldc + i] = 0;
-	}
 	if (k == 0 || al == 0) {
-		for (int j = 0; j < n && be != 0; j++)
-			for (int i = 0; i < m; i++) C[(size_t)j * ldc + i] *= be;
+		scale_only(C, m, n, ldc, be);
 		return OK;
 	}
+	if (be == 0) zero_c(C, m, n, ldc);
 	if (atype == R_32F) {
 		cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, al, A, lda, B, ldb,
 		            be, C, ldc);
