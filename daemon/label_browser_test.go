@@ -59,7 +59,7 @@ func TestLabelPageInABrowser(t *testing.T) {
 	users := filepath.Join(t.TempDir(), "users")
 	os.WriteFile(users, []byte("grower:tomato-tomato\n"), 0o600)
 	r := keepRig(t, "http_auth: {basic_auth_file: "+users+"}\n")
-	mqtttest.WaitFor(t, 30*time.Second, "kept samples", func() bool { n, _ := r.d.store.Count(t.Context(), samples.Filter{}); return n >= 8 })
+	mqtttest.WaitFor(t, keepWait, "kept samples", func() bool { n, _ := r.d.store.Count(t.Context(), samples.Filter{}); return n >= 8 })
 	ctx := browser(t)
 	base := "http://" + r.http
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("grower:tomato-tomato"))

@@ -20,6 +20,11 @@ import (
 // keepRig runs the daemon on noisy images with a threshold no answer
 // reaches: every region is "uncertain" and kept (distinct images, so the
 // near-duplicate filter lets them through).
+// keepWait bounds the wait for a keep rig's first samples: ~8 s alone
+// under -race, over 30 s once in make test's race run beside the other
+// race process on two cores. Waiting returns as soon as they are there.
+const keepWait = 2 * time.Minute
+
 func keepRig(t *testing.T, yaml string) *testRig {
 	t.Helper()
 	if os.Getenv("LEAFWATCH_EMULATED") != "" {
@@ -59,7 +64,7 @@ func (r *testRig) do(t *testing.T, method, path, body string, header ...string) 
 func TestKeepAndLabelOverHTTP(t *testing.T) {
 	r := keepRig(t, "")
 	sub := mqtttest.NewSubscriber(t, r.broker, "samples-sub", true, "leafwatch/rig/samples", "homeassistant/sensor/rig/samples_waiting/config")
-	mqtttest.WaitFor(t, 30*time.Second, "kept samples", func() bool {
+	mqtttest.WaitFor(t, keepWait, "kept samples", func() bool {
 		n, _ := r.d.store.Count(t.Context(), samples.Filter{})
 		return n >= 6
 	})
